@@ -1,0 +1,77 @@
+# Install rules: headers, the CMake package (config, version, targets, the SOCI find module) and
+# pkg-config files. warmpool is header-only, so everything is architecture independent.
+
+include(CMakePackageConfigHelpers)
+
+set(WARMPOOL_INSTALL_CMAKEDIR "${CMAKE_INSTALL_DATADIR}/cmake/warmpool" CACHE STRING
+    "Where warmpool's CMake package files are installed, relative to the prefix")
+set(WARMPOOL_INSTALL_PKGCONFIGDIR "${CMAKE_INSTALL_DATADIR}/pkgconfig" CACHE STRING
+    "Where warmpool's pkg-config files are installed, relative to the prefix")
+mark_as_advanced(WARMPOOL_INSTALL_CMAKEDIR WARMPOOL_INSTALL_PKGCONFIGDIR)
+
+install(DIRECTORY "${PROJECT_SOURCE_DIR}/include/warmpool"
+        DESTINATION "${CMAKE_INSTALL_INCLUDEDIR}"
+        FILES_MATCHING PATTERN "*.hpp")
+
+install(TARGETS warmpool EXPORT warmpoolTargets)
+install(EXPORT warmpoolTargets
+        NAMESPACE warmpool::
+        DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
+
+# The SOCI adapter target goes in a file of its own: the config loads it only when SOCI is found
+# on the consumer's machine, so the core stays usable without SOCI.
+if(TARGET warmpool_soci)
+    install(TARGETS warmpool_soci EXPORT warmpoolSociTargets)
+    install(EXPORT warmpoolSociTargets
+            NAMESPACE warmpool::
+            DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
+endif()
+
+configure_package_config_file(
+    "${CMAKE_CURRENT_LIST_DIR}/warmpoolConfig.cmake.in"
+    "${PROJECT_BINARY_DIR}/warmpoolConfig.cmake"
+    INSTALL_DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
+write_basic_package_version_file(
+    "${PROJECT_BINARY_DIR}/warmpoolConfigVersion.cmake"
+    VERSION ${PROJECT_VERSION}
+    COMPATIBILITY SameMajorVersion
+    ARCH_INDEPENDENT)
+install(FILES
+        "${PROJECT_BINARY_DIR}/warmpoolConfig.cmake"
+        "${PROJECT_BINARY_DIR}/warmpoolConfigVersion.cmake"
+        "${CMAKE_CURRENT_LIST_DIR}/Findwarmpool_SOCI.cmake"
+        DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
+
+# pkg-config. The core needs only a C++17 compiler and threads.
+configure_file("${CMAKE_CURRENT_LIST_DIR}/warmpool.pc.in" "${PROJECT_BINARY_DIR}/warmpool.pc"
+               @ONLY)
+install(FILES "${PROJECT_BINARY_DIR}/warmpool.pc" DESTINATION "${WARMPOOL_INSTALL_PKGCONFIGDIR}")
+
+# warmpool-soci.pc names the libraries found here by path. SOCI 4.0 ships no .pc of its own to
+# require, so this is written only when SOCI was found by the search (not through a config,
+# whose targets have no flat flags to copy).
+if(TARGET warmpool_soci AND warmpool_SOCI_KIND STREQUAL "module")
+    set(_pc_cflags "-I${warmpool_SOCI_INCLUDE_DIR}")
+    if(warmpool_SOCI_BOOST_INCLUDE_DIR)
+        string(APPEND _pc_cflags " -I${warmpool_SOCI_BOOST_INCLUDE_DIR}")
+    endif()
+    set(_pc_backend_libs "")
+    set(_pc_client_libs "")
+    foreach(_b IN LISTS warmpool_SOCI_BACKENDS)
+        string(TOUPPER "${_b}" _upper)
+        string(APPEND _pc_cflags " -I${warmpool_SOCI_${_b}_CLIENT_INCLUDE_DIR}"
+                                 " -DWARMPOOL_SOCI_${_upper}=1")
+        string(APPEND _pc_backend_libs " ${warmpool_SOCI_${_b}_LIBRARY}")
+        string(APPEND _pc_client_libs " ${warmpool_SOCI_${_b}_CLIENT_LIBRARY}")
+    endforeach()
+    set(_pc_libs "${_pc_backend_libs} ${warmpool_SOCI_CORE_LIBRARY}${_pc_client_libs}")
+    foreach(_l IN LISTS CMAKE_DL_LIBS)
+        string(APPEND _pc_libs " -l${_l}")
+    endforeach()
+    set(WARMPOOL_PC_SOCI_CFLAGS "${_pc_cflags}")
+    set(WARMPOOL_PC_SOCI_LIBS "${_pc_libs}")
+    configure_file("${CMAKE_CURRENT_LIST_DIR}/warmpool-soci.pc.in"
+                   "${PROJECT_BINARY_DIR}/warmpool-soci.pc" @ONLY)
+    install(FILES "${PROJECT_BINARY_DIR}/warmpool-soci.pc"
+            DESTINATION "${WARMPOOL_INSTALL_PKGCONFIGDIR}")
+endif()
