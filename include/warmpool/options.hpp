@@ -1,0 +1,141 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <warmpool/events.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <stdexcept>
+#include <string>
+
+namespace warmpool {
+
+/// How a pool behaves. A plain aggregate: set the fields you care about, leave the rest.
+/// Every duration is in milliseconds; the pool's constructor rejects invalid values with
+/// std::invalid_argument naming the field (see validate()).
+struct options {
+    using duration = std::chrono::milliseconds;
+
+    /// Upper bound on open connections, in use and idle together. Must be >= 1.
+    std::size_t max_size = 10;
+
+    /// Connections housekeeping keeps open even when idle; warm_up() opens them at once.
+    /// Must be <= max_size.
+    std::size_t min_idle = 0;
+
+    /// How long acquire() waits in total: for a free connection, for a connect (with its
+    /// retries) and for validation together. 0 = do not wait for another user at all.
+    duration acquire_timeout{30'000};
+
+    /// A connection given back less than this long ago is handed out without a ping; one idle
+    /// longer is pinged first. Idle time is the larger of monotonic and wall-clock time, so a
+    /// process or VM frozen while the monotonic clock stood still is still noticed.
+    duration validation_window{500};
+
+    /// Upper bound on one ping. A ping that takes longer counts as failed: the connection is
+    /// closed and replaced. Must be > 0.
+    duration validation_timeout{5'000};
+
+    /// An idle connection is checked for a closed socket (a local poll, no round trip) only
+    /// once it has been idle at least this long. 0 = on every checkout of an idle connection.
+    duration socket_check_after{0};
+
+    /// An idle connection unused for this long is closed (down to min_idle). 0 = never.
+    duration idle_timeout{600'000};
+
+    /// A connection older than this is closed when next idle. Each connection's limit is
+    /// shortened by a random 0–2.5% so a fleet started together does not reconnect together.
+    /// 0 = never.
+    duration max_lifetime{1'800'000};
+
+    /// Connect retry: full-jitter exponential backoff. Before retry n (n = 1, 2, …) the pool
+    /// waits a random time in [0, min(connect_backoff_cap, connect_backoff_base * 2^(n-1))],
+    /// never past the acquire deadline. Only transient failures are retried.
+    duration connect_backoff_base{10};
+    duration connect_backoff_cap{1'000};
+
+    /// Connect attempts per acquire, the first included. 0 = as many as the acquire deadline
+    /// allows; 1 = no retry.
+    unsigned connect_attempts = 0;
+
+    /// A lease held longer than this raises one leak_suspected event (and a leak_returned
+    /// event when it comes back). 0 = off.
+    duration leak_threshold{0};
+
+    /// Run housekeep() on a background thread every housekeeping_interval. Off by default: with
+    /// it off the pool starts no thread and does its housekeeping during acquire and release.
+    bool background_housekeeping = false;
+    duration housekeeping_interval{30'000};
+
+    /// Called for every pool event (connected, acquired, released, closed, …), outside the pool's
+    /// lock, on the thread that caused it. Keep it cheap: acquired/released fire on every
+    /// checkout. It must not throw; an exception it throws is swallowed.
+    std::function<void(const event&)> on_event;
+
+    /// The serverless preset: one connection, no background thread, a lazy connect, a ping after
+    /// every thaw (anything idle past validation_window), transparent replacement of a dead
+    /// connection and a jittered connect retry. Meant for a function-local static or a global in
+    /// an AWS Lambda (or similar) handler.
+    static options single_slot() {
+        options o;
+        o.max_size = 1;
+        o.min_idle = 0;
+        o.acquire_timeout = duration{10'000};
+        o.validation_window = duration{500};
+        o.validation_timeout = duration{2'000};
+        o.socket_check_after = duration{0};
+        // A frozen function is validated on thaw; closing by idle time would only force a
+        // reconnect that the ping shows is not needed.
+        o.idle_timeout = duration{0};
+        o.connect_backoff_base = duration{5};
+        o.connect_backoff_cap = duration{500};
+        o.background_housekeeping = false;
+        return o;
+    }
+
+    /// Throws std::invalid_argument naming the first invalid field. The pool calls it from its
+    /// constructor; call it yourself to check configuration early.
+    void validate() const {
+        const auto fail = [](const char* field, const std::string& why) {
+            throw std::invalid_argument("warmpool::options::" + std::string(field) + " " + why);
+        };
+        const auto non_negative = [&](const char* field, duration d) {
+            if (d.count() < 0) {
+                fail(field, "is " + std::to_string(d.count()) + " ms; it must be >= 0");
+            }
+        };
+        if (max_size == 0) {
+            fail("max_size", "is 0; a pool needs at least one connection");
+        }
+        if (min_idle > max_size) {
+            fail("min_idle", "is " + std::to_string(min_idle) + ", more than max_size (" +
+                                 std::to_string(max_size) + ")");
+        }
+        non_negative("acquire_timeout", acquire_timeout);
+        non_negative("validation_window", validation_window);
+        non_negative("socket_check_after", socket_check_after);
+        non_negative("idle_timeout", idle_timeout);
+        non_negative("max_lifetime", max_lifetime);
+        non_negative("connect_backoff_base", connect_backoff_base);
+        non_negative("connect_backoff_cap", connect_backoff_cap);
+        non_negative("leak_threshold", leak_threshold);
+        if (validation_timeout.count() <= 0) {
+            fail("validation_timeout",
+                 "is " + std::to_string(validation_timeout.count()) + " ms; it must be > 0");
+        }
+        if (connect_backoff_cap < connect_backoff_base) {
+            fail("connect_backoff_cap", "(" + std::to_string(connect_backoff_cap.count()) +
+                                            " ms) is less than connect_backoff_base (" +
+                                            std::to_string(connect_backoff_base.count()) + " ms)");
+        }
+        if (background_housekeeping && housekeeping_interval.count() <= 0) {
+            fail("housekeeping_interval",
+                 "is " + std::to_string(housekeeping_interval.count()) +
+                     " ms; it must be > 0 when background_housekeeping is on");
+        }
+    }
+};
+
+} // namespace warmpool

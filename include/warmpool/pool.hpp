@@ -1,0 +1,926 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+#include <warmpool/detail/clock.hpp>
+#include <warmpool/detail/fork.hpp>
+#include <warmpool/errors.hpp>
+#include <warmpool/events.hpp>
+#include <warmpool/options.hpp>
+#include <warmpool/stats.hpp>
+#include <warmpool/traits.hpp>
+
+#include <algorithm>
+#include <cassert>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace warmpool {
+
+/// A bounded pool of connections of one backend, described by Traits (see warmpool/traits.hpp).
+///
+/// Every member is safe to call from any thread. The pool never connects, pings, rolls back or
+/// closes a connection while holding its lock, and starts no thread unless
+/// options::background_housekeeping is on. Leases must not outlive the pool.
+template <class Traits, class Clock = std::chrono::steady_clock>
+class basic_pool {
+    static_assert(detail::check_traits<Traits>(), "see warmpool/traits.hpp");
+
+public:
+    using traits_type = Traits;
+    using clock_type = Clock;
+    using connection_type = typename Traits::connection;
+    using config_type = typename Traits::config;
+
+    class lease;
+
+    /// Validates `opts` (std::invalid_argument naming the field) and connects nothing: the first
+    /// connection opens on the first acquire() or warm_up().
+    explicit basic_pool(config_type config, options opts = {})
+        : config_(std::move(config)), opts_(validated(std::move(opts))),
+          target_(Traits::describe(config_)), rng_(seed()) {
+        // Reserved up front so bookkeeping under the lock never allocates.
+        all_.reserve(opts_.max_size);
+        idle_.reserve(opts_.max_size);
+        detail::watch_forks();
+        fork_epoch_ = detail::fork_epoch.load(std::memory_order_relaxed);
+        if (opts_.background_housekeeping) {
+            housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
+        }
+    }
+
+    /// Closes the pool. Every lease must have been given back before.
+    ~basic_pool() {
+        close();
+        assert(in_use_count() == 0 && "warmpool: a lease outlived its pool");
+    }
+
+    basic_pool(const basic_pool&) = delete;
+    basic_pool& operator=(const basic_pool&) = delete;
+
+    /// A working connection, waiting up to options::acquire_timeout.
+    /// Throws acquire_timeout, connect_error (permanent failure, or retries exhausted) or
+    /// pool_closed.
+    [[nodiscard]] lease acquire() { return acquire(opts_.acquire_timeout); }
+
+    /// As acquire(), waiting up to `timeout`. The deadline bounds waiting for other users and
+    /// connect retries; a ping or connect attempt under way at the deadline is bounded by its
+    /// own limit (validation_timeout; the connect timeout handed to the traits).
+    [[nodiscard]] lease acquire(std::chrono::milliseconds timeout) {
+        if (timeout.count() < 0) {
+            throw std::invalid_argument("warmpool: acquire timeout is " +
+                                        std::to_string(timeout.count()) + " ms; it must be >= 0");
+        }
+        return *checkout(timeout, /*may_wait=*/true);
+    }
+
+    /// A working connection if one is idle or may be opened now; std::nullopt when every
+    /// connection is in use. Never waits for another user; it may connect (with retries bounded
+    /// by options::acquire_timeout) or ping.
+    [[nodiscard]] std::optional<lease> try_acquire() {
+        return checkout(opts_.acquire_timeout, /*may_wait=*/false);
+    }
+
+    /// Opens connections until options::min_idle are open, now. Throws connect_error if one
+    /// cannot be opened within options::acquire_timeout.
+    void warm_up() { top_up(/*rethrow=*/true); }
+
+    /// Applies idle_timeout, max_lifetime, leak detection and min_idle now. Connect failures
+    /// while topping up are counted and reported as events, not thrown.
+    void housekeep() noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::vector<event> leaks;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            if (closed_) {
+                return;
+            }
+            const auto now = detail::cheap_now<Clock>();
+            const auto wall = detail::cheap_now<wall_clock>();
+            scan_leaks_locked(now, leaks);
+            // Oldest idle first; keep min_idle open.
+            for (std::size_t i = 0; i < idle_.size();) {
+                slot* s = idle_[i];
+                close_reason why = close_reason::none;
+                if (now >= s->expires) {
+                    why = close_reason::max_lifetime;
+                } else if (opts_.idle_timeout.count() > 0 && all_.size() > opts_.min_idle &&
+                           idle_for(*s, now, wall) >= opts_.idle_timeout) {
+                    why = close_reason::idle_timeout;
+                }
+                if (why == close_reason::none) {
+                    ++i;
+                    continue;
+                }
+                idle_.erase(idle_.begin() + static_cast<std::ptrdiff_t>(i));
+                s->close_why = why;
+                doomed.push_back(remove_locked(s));
+            }
+        }
+        for (const event& e : leaks) {
+            emit(e);
+        }
+        destroy(std::move(doomed));
+        top_up(/*rethrow=*/false);
+    }
+
+    /// Closes the pool: every waiter wakes with pool_closed, idle connections close now, leases
+    /// given back later close then, and any later acquire throws pool_closed. Idempotent.
+    void close() noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::unique_ptr<std::thread> housekeeper;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            if (!closed_) {
+                closed_ = true;
+                for (slot* s : idle_) {
+                    s->close_why = close_reason::pool_closed;
+                    doomed.push_back(remove_locked(s));
+                }
+                idle_.clear();
+                for (waiter* w : waiters_) {
+                    w->cv.notify_one();
+                }
+                wakeup_.notify_all();
+            }
+            housekeeper = std::move(housekeeper_);
+        }
+        if (housekeeper && housekeeper->get_id() != std::this_thread::get_id()) {
+            housekeeper->join();
+        } else if (housekeeper) {
+            housekeeper->detach();
+        }
+        destroy(std::move(doomed));
+    }
+
+    /// A consistent snapshot of gauges and counters.
+    [[nodiscard]] pool_stats stats() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        pool_stats s = stats_;
+        s.open = all_.size();
+        s.idle = idle_.size();
+        s.in_use = all_.size() - idle_.size();
+        s.waiting = waiters_.size();
+        s.connecting = connecting_;
+        s.max_size = opts_.max_size;
+        return s;
+    }
+
+    [[nodiscard]] const options& get_options() const noexcept { return opts_; }
+
+    /// The target as Traits::describe() gave it: for logs, without secrets.
+    [[nodiscard]] const std::string& target() const noexcept { return target_; }
+
+private:
+    using time_point = typename Clock::time_point;
+    using wall_clock = typename detail::wall_clock_of<Clock>::type;
+    using wall_time_point = typename wall_clock::time_point;
+    using ms = std::chrono::milliseconds;
+
+    struct slot {
+        std::unique_ptr<connection_type> conn;
+        std::uint64_t id = 0;
+        std::uint64_t fork_epoch = 0;
+        std::size_t index = 0; // position in all_, for O(1) removal
+        time_point expires = time_point::max();
+        time_point last_used{};
+        wall_time_point last_used_wall{};
+        time_point leased_at{};
+        bool idle = false; // in idle_
+        bool leak_reported = false;
+        close_reason close_why = close_reason::none;
+    };
+
+    // A caller queued in acquire(). It lives on that caller's stack; whoever serves it does so
+    // under the lock and notifies its own condition variable, so wakeups go first come, first
+    // served and to exactly one thread.
+    struct waiter {
+        std::condition_variable cv;
+        slot* handed = nullptr;   // a connection given to it directly
+        bool may_connect = false; // a unit of capacity reserved for it to connect with
+    };
+
+    // When acquire() started needing the clock; read lazily so the warm path reads none.
+    struct deadline {
+        ms timeout;
+        bool started = false;
+        time_point start{};
+        time_point at{};
+
+        time_point get() {
+            if (!started) {
+                started = true;
+                start = Clock::now();
+                at = saturating_add(start, timeout);
+            }
+            return at;
+        }
+    };
+
+    static options validated(options o) {
+        o.validate();
+        return o;
+    }
+
+    static std::uint_fast32_t seed() noexcept {
+        try {
+            return std::random_device{}();
+        } catch (...) {
+            return static_cast<std::uint_fast32_t>(
+                std::chrono::system_clock::now().time_since_epoch().count());
+        }
+    }
+
+    static time_point saturating_add(time_point t, ms d) noexcept {
+        const auto dd = std::chrono::duration_cast<typename Clock::duration>(d);
+        return (time_point::max() - t < dd) ? time_point::max() : t + dd;
+    }
+
+    template <class D>
+    static std::chrono::microseconds micros(D d) noexcept {
+        return std::chrono::duration_cast<std::chrono::microseconds>(d);
+    }
+
+    template <class D>
+    static long long millis(D d) noexcept {
+        return static_cast<long long>(std::chrono::duration_cast<ms>(d).count());
+    }
+
+    // The larger of monotonic and wall-clock idle time: a process frozen while the monotonic clock
+    // stood still (a paused VM, a suspended laptop) still shows its real idle time on the wall
+    // clock, and a wall clock stepped backwards still leaves the monotonic one.
+    ms idle_for(const slot& s, time_point now, wall_time_point wall) const noexcept {
+        const auto mono = std::chrono::duration_cast<ms>(now - s.last_used);
+        const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
+        return std::max(mono, walled);
+    }
+
+    // --- checkout ----------------------------------------------------------------------------
+
+    std::optional<lease> checkout(ms timeout, bool may_wait) {
+        deadline dl{timeout};
+        std::unique_lock<std::mutex> lock(mutex_);
+        notice_fork_locked();
+        if (opts_.leak_threshold.count() > 0) {
+            std::vector<event> leaks;
+            scan_leaks_locked(detail::cheap_now<Clock>(), leaks);
+            if (!leaks.empty()) {
+                lock.unlock();
+                flush(leaks);
+                lock.lock();
+            }
+        }
+        bool waited = false;
+        for (;;) {
+            if (closed_) {
+                throw pool_closed("warmpool: acquire on a closed pool (" + target_ + ")");
+            }
+            slot* s = nullptr;
+            bool connect = false;
+            if (waiters_.empty() && !idle_.empty()) {
+                s = idle_.back(); // most recently used: the warmest connection
+                idle_.pop_back();
+            } else if (waiters_.empty() && capacity_used_locked() < opts_.max_size) {
+                ++connecting_;
+                connect = true;
+            } else if (!may_wait) {
+                return std::nullopt;
+            } else {
+                waited = true;
+                wait_locked(lock, dl, s, connect);
+            }
+            time_point now{};
+            if (s != nullptr) {
+                now = detail::cheap_now<Clock>();
+                s->leased_at = now;
+                s->idle = false;
+                ++stats_.acquired;
+            }
+            const bool fork_event = pending_fork_event_;
+            pending_fork_event_ = false;
+            lock.unlock();
+            if (fork_event) {
+                emit({event_type::forked, 0, close_reason::none, {}, {}});
+            }
+
+            if (s != nullptr) {
+                const close_reason bad = check(*s, now);
+                if (bad == close_reason::none) {
+                    acquired(*s, dl, waited);
+                    return lease(this, s);
+                }
+                // The caller never sees a dead connection: close it and connect a replacement
+                // with the same unit of capacity, so no one queued behind can take it.
+                discard_and_reconnect(s, bad);
+            }
+            slot* fresh = connect_with_retry(dl);
+            acquired(*fresh, dl, waited);
+            return lease(this, fresh);
+        }
+    }
+
+    // Blocks until this caller is handed a connection, is granted capacity to connect, the pool
+    // closes (throws pool_closed) or the deadline passes (throws acquire_timeout).
+    void wait_locked(std::unique_lock<std::mutex>& lock, deadline& dl, slot*& s, bool& connect) {
+        waiter w;
+        waiters_.push_back(&w);
+        const auto until = dl.get();
+        while (w.handed == nullptr && !w.may_connect && !closed_) {
+            if (Clock::now() >= until) {
+                std::string message = timeout_message_locked(dl.timeout); // counts this waiter
+                remove_waiter_locked(&w);
+                ++stats_.timeouts;
+                note_wait_locked(dl);
+                throw acquire_timeout(message);
+            }
+            detail::wait_until<Clock>(w.cv, lock, until);
+        }
+        if (w.handed == nullptr && !w.may_connect) {
+            remove_waiter_locked(&w);
+            throw pool_closed("warmpool: the pool was closed while waiting for a connection to " +
+                              target_);
+        }
+        // Served waiters were already dequeued by whoever served them.
+        note_wait_locked(dl);
+        s = w.handed;
+        connect = w.may_connect;
+    }
+
+    void note_wait_locked(deadline& dl) {
+        const auto waited = micros(Clock::now() - dl.start);
+        ++stats_.waits;
+        stats_.wait_time_total += waited;
+        stats_.wait_time_max = std::max(stats_.wait_time_max, waited);
+    }
+
+    void remove_waiter_locked(waiter* w) {
+        const auto it = std::find(waiters_.begin(), waiters_.end(), w);
+        if (it != waiters_.end()) {
+            waiters_.erase(it);
+        }
+    }
+
+    // Runs outside the lock on a connection taken from the idle list. Cheap checks first: the
+    // expiry and the backend's local state cost nothing, the socket poll one system call, the
+    // ping a round trip.
+    close_reason check(slot& s, time_point now) noexcept {
+        const auto wall = detail::cheap_now<wall_clock>();
+        if (now >= s.expires) {
+            return close_reason::max_lifetime;
+        }
+        const ms idle = idle_for(s, now, wall);
+        if (opts_.idle_timeout.count() > 0 && idle >= opts_.idle_timeout) {
+            return close_reason::idle_timeout;
+        }
+        connection_type& c = *s.conn;
+        bool dead = Traits::is_broken(c);
+        const char* what = "the backend reported the connection broken";
+        if (!dead && idle >= opts_.socket_check_after && Traits::peer_closed(c)) {
+            dead = true;
+            what = "the server closed the connection while it was idle";
+        }
+        if (!dead && idle >= opts_.validation_window) {
+            count([](pool_stats& st) { ++st.pings; });
+            if (!Traits::ping(c, opts_.validation_timeout)) {
+                dead = true;
+                what = "the ping failed or timed out";
+            }
+        }
+        if (!dead) {
+            return close_reason::none;
+        }
+        count([](pool_stats& st) { ++st.validation_failures; });
+        emit({event_type::validation_failed, s.id, close_reason::validation_failed, micros(idle),
+              what});
+        return close_reason::validation_failed;
+    }
+
+    void acquired(slot& s, deadline& dl, bool waited) noexcept {
+        if (opts_.on_event) {
+            const auto w = (waited || dl.started) ? micros(Clock::now() - dl.start)
+                                                  : std::chrono::microseconds{0};
+            emit({event_type::acquired, s.id, close_reason::none, w, {}});
+        }
+    }
+
+    // A connection that failed its checkout check is closed; its capacity turns into a connect
+    // for the same caller.
+    void discard_and_reconnect(slot* s, close_reason why) {
+        std::unique_ptr<slot> doomed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            --stats_.acquired; // it was never handed out
+            s->close_why = why;
+            doomed = remove_locked(s);
+            --closing_; // the unit passes straight to this caller's connect
+            ++connecting_;
+        }
+        destroy_one(std::move(doomed), /*free_capacity=*/false);
+    }
+
+    // Called holding one unit of capacity (counted in connecting_). Opens a connection with
+    // full-jitter backoff on transient failures; on giving up, frees the capacity for the next
+    // waiter and throws.
+    slot* connect_with_retry(deadline& dl) {
+        std::unique_ptr<slot> fresh;
+        try {
+            fresh = std::make_unique<slot>();
+        } catch (...) {
+            release_capacity();
+            throw;
+        }
+        std::unique_ptr<connection_type> conn;
+        std::string last_error;
+        unsigned attempts = 0;
+        const auto until = dl.get();
+        for (;;) {
+            ++attempts;
+            bool transient = false;
+            const auto attempt_start = Clock::now();
+            try {
+                const auto left = std::chrono::duration_cast<ms>(until - attempt_start);
+                conn = Traits::connect(config_, std::max(left, ms{1}));
+                if (!conn) {
+                    throw connect_error("the backend returned no connection", false);
+                }
+                break;
+            } catch (const connect_error& e) {
+                transient = e.transient();
+                last_error = e.what();
+            } catch (const std::exception& e) {
+                last_error = e.what();
+            } catch (...) {
+                last_error = "unknown exception from the backend's connect";
+            }
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                ++stats_.connect_failures;
+                last_connect_error_ = last_error;
+            }
+            emit({event_type::connect_failed, 0, close_reason::none,
+                  micros(Clock::now() - attempt_start), last_error});
+
+            const bool out_of_attempts =
+                opts_.connect_attempts != 0 && attempts >= opts_.connect_attempts;
+            if (!transient || out_of_attempts) {
+                give_up_connect(connect_failure_message(last_error, transient, attempts, dl),
+                                transient);
+            }
+            const auto pause = backoff(attempts);
+            if (saturating_add(Clock::now(), pause) >= until) {
+                give_up_connect(connect_failure_message(last_error, transient, attempts, dl) +
+                                    " The acquire deadline (" + std::to_string(dl.timeout.count()) +
+                                    " ms) left no time for another attempt.",
+                                transient);
+            }
+            std::unique_lock<std::mutex> lock(mutex_);
+            const auto resume = saturating_add(Clock::now(), pause);
+            while (!closed_ && Clock::now() < resume) {
+                detail::wait_until<Clock>(wakeup_, lock, resume);
+            }
+            if (closed_) {
+                lock.unlock();
+                release_capacity();
+                throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
+            }
+        }
+
+        fresh->conn = std::move(conn);
+        const auto now = detail::cheap_now<Clock>();
+        slot* s = fresh.get();
+        bool closed_meanwhile = false;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            --connecting_;
+            if (closed_) {
+                closed_meanwhile = true;
+                wake_next_for_capacity_locked();
+            } else {
+                s->id = ++last_id_;
+                s->fork_epoch = fork_epoch_;
+                s->expires = expiry_locked(now);
+                s->last_used = now;
+                s->last_used_wall = detail::cheap_now<wall_clock>();
+                s->leased_at = now;
+                s->index = all_.size();
+                all_.push_back(std::move(fresh));
+                ++stats_.created;
+                ++stats_.acquired;
+            }
+        }
+        if (closed_meanwhile) {
+            fresh.reset(); // the connection closes outside the lock
+            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
+        }
+        emit({event_type::connected,
+              s->id,
+              close_reason::none,
+              micros(Clock::now() - dl.start),
+              {}});
+        return s;
+    }
+
+    [[noreturn]] void give_up_connect(const std::string& message, bool transient) {
+        release_capacity();
+        throw connect_error(message, transient);
+    }
+
+    void release_capacity() noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --connecting_;
+        wake_next_for_capacity_locked();
+    }
+
+    std::string connect_failure_message(const std::string& last, bool transient, unsigned attempts,
+                                        deadline& dl) const {
+        std::string m = "warmpool: could not connect to " + target_ + ": " + last + " (";
+        m += std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
+        m += " in " + std::to_string(millis(Clock::now() - dl.start)) + " ms).";
+        if (!transient) {
+            m += " The failure is permanent, so it was not retried: check the connect string, "
+                 "credentials and database name.";
+        } else if (opts_.connect_attempts != 0 && attempts >= opts_.connect_attempts) {
+            m += " options::connect_attempts (" + std::to_string(opts_.connect_attempts) +
+                 ") reached.";
+        }
+        return m;
+    }
+
+    ms backoff(unsigned attempt) {
+        // Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))].
+        const auto base = opts_.connect_backoff_base.count();
+        const auto cap = opts_.connect_backoff_cap.count();
+        long long ceiling = base;
+        for (unsigned i = 1; i < attempt && ceiling < cap; ++i) {
+            ceiling *= 2;
+        }
+        ceiling = std::min<long long>(ceiling, cap);
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::uniform_int_distribution<long long> pick(0, ceiling);
+        return ms{pick(rng_)};
+    }
+
+    time_point expiry_locked(time_point now) {
+        if (opts_.max_lifetime.count() <= 0) {
+            return time_point::max();
+        }
+        // Up to 2.5% earlier, so connections opened together do not expire together.
+        const auto life = std::chrono::duration_cast<typename Clock::duration>(opts_.max_lifetime);
+        std::uniform_int_distribution<long long> pick(0, 250);
+        const auto shave = life * pick(rng_) / 10'000;
+        return saturating_add(now, std::chrono::duration_cast<ms>(life - shave));
+    }
+
+    // --- give back ---------------------------------------------------------------------------
+
+    void give_back(slot* s, bool invalidate) noexcept {
+        close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        bool rolled_back = false;
+        if (why == close_reason::none && s->fork_epoch == fork_epoch_seen()) {
+            connection_type& c = *s->conn;
+            if (Traits::is_broken(c)) {
+                why = close_reason::broken;
+            } else if (Traits::in_transaction(c)) {
+                // One user's unfinished transaction must never reach the next user.
+                rolled_back = true;
+                if (!Traits::rollback(c)) {
+                    why = close_reason::broken;
+                }
+            }
+        }
+        std::unique_ptr<slot> doomed;
+        std::chrono::microseconds held{0};
+        bool leak_returned = false;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            const auto now = detail::cheap_now<Clock>();
+            held = micros(now - s->leased_at);
+            leak_returned = s->leak_reported;
+            s->leak_reported = false;
+            if (rolled_back) {
+                ++stats_.rollbacks;
+            }
+            if (s->fork_epoch != fork_epoch_) {
+                abandon_locked(s); // a parent's connection, given back in the child
+                wake_next_for_capacity_locked();
+            } else {
+                if (why == close_reason::none && closed_) {
+                    why = close_reason::pool_closed;
+                } else if (why == close_reason::none && now >= s->expires) {
+                    why = close_reason::max_lifetime;
+                }
+                if (why != close_reason::none) {
+                    s->close_why = why;
+                    doomed = remove_locked(s);
+                } else {
+                    s->last_used = now;
+                    s->last_used_wall = detail::cheap_now<wall_clock>();
+                    hand_over_locked(s, now);
+                }
+            }
+        }
+        if (opts_.on_event) {
+            if (rolled_back) {
+                emit({event_type::rolled_back, s_id(s, doomed), why, held, {}});
+            }
+            if (leak_returned) {
+                emit({event_type::leak_returned, s_id(s, doomed), close_reason::none, held, {}});
+            }
+            emit({event_type::released, s_id(s, doomed), close_reason::none, held, {}});
+        }
+        destroy_one(std::move(doomed));
+    }
+
+    static std::uint64_t s_id(slot* s, const std::unique_ptr<slot>& doomed) noexcept {
+        return doomed ? doomed->id : s->id;
+    }
+
+    // A connection becomes free: the longest waiter gets it, else it goes on top of the idle
+    // stack (most recently used last, so checkout takes the warmest).
+    void hand_over_locked(slot* s, time_point now) {
+        if (!waiters_.empty()) {
+            waiter* w = waiters_.front();
+            waiters_.pop_front();
+            s->leased_at = now;
+            s->idle = false;
+            w->handed = s;
+            w->cv.notify_one();
+        } else {
+            s->idle = true;
+            idle_.push_back(s);
+        }
+    }
+
+    // Open connections, connects in progress and closes in progress: what the server may see.
+    std::size_t capacity_used_locked() const noexcept {
+        return all_.size() + connecting_ + closing_;
+    }
+
+    // Capacity became free (a connection closed or a connect gave up): the longest waiter may
+    // connect with it.
+    void wake_next_for_capacity_locked() {
+        if (closed_ || waiters_.empty() || capacity_used_locked() >= opts_.max_size) {
+            return;
+        }
+        waiter* w = waiters_.front();
+        waiters_.pop_front();
+        ++connecting_;
+        w->may_connect = true;
+        w->cv.notify_one();
+    }
+
+    // --- bookkeeping -------------------------------------------------------------------------
+
+    // Takes a slot out of all_ (O(1): swap with the last). The caller closes the connection
+    // outside the lock with destroy_one(), which frees its unit of capacity only once the
+    // connection is gone, so the server never sees more than max_size of the pool's connections.
+    std::unique_ptr<slot> remove_locked(slot* s) {
+        const std::size_t i = s->index;
+        std::unique_ptr<slot> out = std::move(all_[i]);
+        if (i + 1 != all_.size()) {
+            all_[i] = std::move(all_.back());
+            all_[i]->index = i;
+        }
+        all_.pop_back();
+        ++stats_.closed;
+        switch (out->close_why) {
+        case close_reason::idle_timeout:
+            ++stats_.closed_idle_timeout;
+            break;
+        case close_reason::max_lifetime:
+            ++stats_.closed_max_lifetime;
+            break;
+        case close_reason::validation_failed:
+            ++stats_.closed_validation_failed;
+            break;
+        case close_reason::broken:
+            ++stats_.closed_broken;
+            break;
+        case close_reason::invalidated:
+            ++stats_.closed_invalidated;
+            break;
+        case close_reason::pool_closed:
+        case close_reason::none:
+            ++stats_.closed_pool_closed;
+            break;
+        }
+        ++closing_;
+        return out;
+    }
+
+    // Forgets a slot whose connection belongs to the parent process: the connection object is
+    // leaked on purpose, since destroying it would send a goodbye on the parent's socket.
+    void abandon_locked(slot* s) {
+        const std::size_t i = s->index;
+        std::unique_ptr<slot> out = std::move(all_[i]);
+        if (i + 1 != all_.size()) {
+            all_[i] = std::move(all_.back());
+            all_[i]->index = i;
+        }
+        all_.pop_back();
+        (void)out->conn.release();
+    }
+
+    std::uint64_t fork_epoch_seen() const noexcept {
+        return detail::fork_epoch.load(std::memory_order_relaxed);
+    }
+
+    // In a child process after fork(): abandon every inherited idle connection, forget the
+    // parent's waiters and connects (those threads do not exist here), and let leases the child
+    // still holds be abandoned when given back. The housekeeping thread did not survive the fork
+    // either; its std::thread object is leaked so its destructor never runs.
+    void notice_fork_locked() {
+        const auto epoch = fork_epoch_seen();
+        if (epoch == fork_epoch_) {
+            return;
+        }
+        fork_epoch_ = epoch;
+        for (slot* s : idle_) {
+            abandon_locked(s);
+        }
+        idle_.clear();
+        waiters_.clear();
+        connecting_ = 0;
+        closing_ = 0;
+        ++stats_.forks;
+        (void)housekeeper_.release();
+        if (opts_.background_housekeeping && !closed_) {
+            housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
+        }
+        pending_fork_event_ = true;
+    }
+
+    void scan_leaks_locked(time_point now, std::vector<event>& out) {
+        if (opts_.leak_threshold.count() <= 0) {
+            return;
+        }
+        const auto threshold =
+            std::chrono::duration_cast<typename Clock::duration>(opts_.leak_threshold);
+        for (const auto& p : all_) {
+            slot& s = *p;
+            if (s.idle || s.leak_reported || now - s.leased_at < threshold) {
+                continue;
+            }
+            s.leak_reported = true;
+            ++stats_.leaks_suspected;
+            out.push_back({event_type::leak_suspected, s.id, close_reason::none,
+                           micros(now - s.leased_at), "a lease has been held past leak_threshold"});
+        }
+    }
+
+    void flush(std::vector<event>& events) noexcept {
+        for (const event& e : events) {
+            emit(e);
+        }
+        events.clear();
+    }
+
+    void top_up(bool rethrow) {
+        for (;;) {
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                notice_fork_locked();
+                if (closed_ && rethrow) {
+                    throw pool_closed("warmpool: warm_up on a closed pool (" + target_ + ")");
+                }
+                if (closed_ || all_.size() + connecting_ >= opts_.min_idle ||
+                    capacity_used_locked() >= opts_.max_size) {
+                    return;
+                }
+                ++connecting_;
+            }
+            deadline dl{opts_.acquire_timeout};
+            slot* s = nullptr;
+            try {
+                s = connect_with_retry(dl);
+            } catch (...) {
+                if (rethrow) {
+                    throw;
+                }
+                return;
+            }
+            // The new connection counted as acquired; undo that and pool it.
+            std::lock_guard<std::mutex> lock(mutex_);
+            --stats_.acquired;
+            hand_over_locked(s, detail::cheap_now<Clock>());
+        }
+    }
+
+    template <class F>
+    void count(F&& f) noexcept {
+        std::lock_guard<std::mutex> lock(mutex_);
+        f(stats_);
+    }
+
+    void emit(const event& e) const noexcept {
+        if (!opts_.on_event) {
+            return;
+        }
+        try {
+            opts_.on_event(e);
+        } catch (...) {
+            // An observer must not be able to break the pool.
+        }
+    }
+
+    void destroy_one(std::unique_ptr<slot> s, bool free_capacity = true) noexcept {
+        if (!s) {
+            return;
+        }
+        const auto id = s->id;
+        const auto why = s->close_why;
+        s->conn.reset();
+        if (free_capacity) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            --closing_;
+            wake_next_for_capacity_locked();
+        }
+        emit({event_type::closed, id, why, {}, {}});
+    }
+
+    void destroy(std::vector<std::unique_ptr<slot>> doomed) noexcept {
+        for (auto& s : doomed) {
+            destroy_one(std::move(s));
+        }
+    }
+
+    std::string timeout_message_locked(ms timeout) const {
+        std::string m = "warmpool: acquire timed out after " + std::to_string(timeout.count()) +
+                        " ms waiting for a connection to " + target_ + " (open " +
+                        std::to_string(all_.size()) + ", idle " + std::to_string(idle_.size()) +
+                        ", in use " + std::to_string(all_.size() - idle_.size()) + ", waiting " +
+                        std::to_string(waiters_.size()) + ", connecting " +
+                        std::to_string(connecting_) + ", max_size " +
+                        std::to_string(opts_.max_size) + ").";
+        if (!last_connect_error_.empty()) {
+            m += " Last connect error: " + last_connect_error_;
+        }
+        m += " Raise max_size or acquire_timeout, or look for leases held too long "
+             "(options::leak_threshold reports them).";
+        return m;
+    }
+
+    // After close(): what is left in all_ is held by leases (those inherited from a parent
+    // process aside).
+    std::size_t in_use_count() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return static_cast<std::size_t>(std::count_if(all_.begin(), all_.end(), [&](const auto& p) {
+            return p->fork_epoch == fork_epoch_ && !p->idle;
+        }));
+    }
+
+    void housekeeping_loop() noexcept {
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                const auto next = saturating_add(Clock::now(), opts_.housekeeping_interval);
+                while (!closed_ && Clock::now() < next) {
+                    detail::wait_until<Clock>(wakeup_, lock, next);
+                }
+                if (closed_) {
+                    return;
+                }
+            }
+            housekeep();
+        }
+    }
+
+    const config_type config_;
+    const options opts_;
+    const std::string target_;
+
+    mutable std::mutex mutex_;
+    std::condition_variable wakeup_;         // close() and backoff/housekeeping waits
+    std::vector<std::unique_ptr<slot>> all_; // every open connection, idle or leased
+    std::vector<slot*> idle_;                // least recently used first
+    std::deque<waiter*> waiters_;            // first come, first served
+    std::size_t connecting_ = 0;             // capacity held by connects in progress
+    std::size_t closing_ = 0;                // capacity held by closes in progress
+    bool closed_ = false;
+    bool pending_fork_event_ = false;
+    std::uint64_t last_id_ = 0;
+    std::uint64_t fork_epoch_ = 0;
+    std::string last_connect_error_;
+    std::minstd_rand rng_;
+    pool_stats stats_;
+    std::unique_ptr<std::thread> housekeeper_;
+};
+
+} // namespace warmpool
+
+#include <warmpool/lease.hpp>

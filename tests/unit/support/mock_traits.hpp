@@ -1,0 +1,162 @@
+// Scriptable backend traits for the core's unit tests: connects that fail as told, connections
+// whose socket, ping, transaction state and rollback behave as told, and a count of everything
+// the pool did to them.
+#pragma once
+
+#include "manual_clock.hpp"
+
+#include <warmpool/errors.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+#include <string>
+
+namespace warmpool_test {
+
+struct mock_server;
+
+struct mock_connection {
+    explicit mock_connection(mock_server& s, int n) : server(s), number(n) {}
+    ~mock_connection();
+    mock_connection(const mock_connection&) = delete;
+    mock_connection& operator=(const mock_connection&) = delete;
+
+    mock_server& server;
+    const int number; // 1, 2, … in connect order
+
+    // What the "backend" will report.
+    bool broken = false;     // is_broken()
+    bool peer_gone = false;  // peer_closed()
+    bool ping_ok = true;     // ping() answers
+    bool ping_hangs = false; // ping() uses its whole timeout, then fails
+    bool in_tx = false;      // in_transaction()
+    bool rollback_ok = true; // rollback() succeeds
+
+    // What the pool did.
+    int pings = 0;
+    int rollbacks = 0;
+    std::chrono::milliseconds last_ping_timeout{0};
+    std::atomic<int> holders{0}; // leases using it at once: must never exceed 1
+};
+
+enum class connect_outcome { ok, transient, permanent, other_exception };
+
+/// Shared by the pool's config and the test: the script of connect outcomes and the tallies.
+struct mock_server {
+    std::mutex mutex;
+    std::deque<connect_outcome> script; // consumed front first; empty = ok
+    int connects = 0;                   // attempts
+    int opened = 0;
+    int destroyed = 0;
+    int open_now = 0;
+    int max_open = 0;
+    std::chrono::milliseconds connect_cost{0}; // manual time one connect takes
+    std::chrono::milliseconds last_connect_timeout{0};
+    std::set<mock_connection*> live; // for reaping abandoned ones
+
+    void fail_next(int n, connect_outcome o) {
+        std::lock_guard<std::mutex> lock(mutex);
+        for (int i = 0; i < n; ++i) {
+            script.push_back(o);
+        }
+    }
+
+    /// Connections the pool abandoned (after a fork) are never destroyed by it; free them so
+    /// leak checkers see only real leaks.
+    int reap_abandoned() {
+        std::set<mock_connection*> left;
+        {
+            std::lock_guard<std::mutex> lock(mutex);
+            left.swap(live);
+        }
+        const int n = static_cast<int>(left.size());
+        for (mock_connection* c : left) {
+            delete c;
+        }
+        return n;
+    }
+
+    ~mock_server() { reap_abandoned(); }
+};
+
+inline mock_connection::~mock_connection() {
+    std::lock_guard<std::mutex> lock(server.mutex);
+    ++server.destroyed;
+    --server.open_now;
+    server.live.erase(this);
+}
+
+struct mock_traits {
+    using connection = mock_connection;
+    using config = std::shared_ptr<mock_server>;
+
+    static std::unique_ptr<connection> connect(const config& server,
+                                               std::chrono::milliseconds timeout) {
+        connect_outcome outcome = connect_outcome::ok;
+        int number = 0;
+        {
+            std::lock_guard<std::mutex> lock(server->mutex);
+            ++server->connects;
+            server->last_connect_timeout = timeout;
+            if (!server->script.empty()) {
+                outcome = server->script.front();
+                server->script.pop_front();
+            }
+            if (outcome == connect_outcome::ok) {
+                number = ++server->opened;
+            }
+        }
+        if (server->connect_cost.count() > 0) {
+            manual_clock::advance(server->connect_cost);
+        }
+        switch (outcome) {
+        case connect_outcome::transient:
+            throw warmpool::connect_error("mock: too many connections", true);
+        case connect_outcome::permanent:
+            throw warmpool::connect_error("mock: password authentication failed", false);
+        case connect_outcome::other_exception:
+            throw std::runtime_error("mock: driver exploded");
+        case connect_outcome::ok:
+            break;
+        }
+        auto c = std::make_unique<connection>(*server, number);
+        std::lock_guard<std::mutex> lock(server->mutex);
+        ++server->open_now;
+        server->max_open = std::max(server->max_open, server->open_now);
+        server->live.insert(c.get());
+        return c;
+    }
+
+    static bool is_broken(connection& c) noexcept { return c.broken; }
+    static bool peer_closed(connection& c) noexcept { return c.peer_gone; }
+
+    static bool ping(connection& c, std::chrono::milliseconds timeout) noexcept {
+        ++c.pings;
+        c.last_ping_timeout = timeout;
+        if (c.ping_hangs) {
+            manual_clock::advance(timeout);
+            return false;
+        }
+        return c.ping_ok && !c.peer_gone;
+    }
+
+    static bool in_transaction(connection& c) noexcept { return c.in_tx; }
+
+    static bool rollback(connection& c) noexcept {
+        ++c.rollbacks;
+        if (!c.rollback_ok) {
+            return false;
+        }
+        c.in_tx = false;
+        return true;
+    }
+
+    static std::string describe(const config&) { return "mock://db user=app password=***"; }
+};
+
+} // namespace warmpool_test

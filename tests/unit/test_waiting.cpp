@@ -1,0 +1,226 @@
+#include "support/fixture.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace warmpool_test;
+
+namespace {
+
+// Spins (yielding) until the pool shows `n` waiters. Bounded so that a broken pool fails the
+// test instead of hanging it; the bound is generous and no outcome depends on it.
+void until_waiting(pool& p, std::size_t n) {
+    for (long i = 0; i < 50'000'000 && p.stats().waiting < n; ++i) {
+        std::this_thread::yield();
+    }
+    REQUIRE(p.stats().waiting == n);
+}
+
+} // namespace
+
+TEST_CASE("acquire times out with the counts, the wait and what to do in its message") {
+    fixture f;
+    warmpool::options o;
+    o.max_size = 2;
+    o.acquire_timeout = 250ms;
+    pool p(f.server, o);
+    auto a = p.acquire();
+    auto b = p.acquire();
+    std::string message;
+    const auto before = manual_clock::now();
+    try {
+        (void)p.acquire();
+    } catch (const warmpool::acquire_timeout& e) {
+        message = e.what();
+    }
+    CHECK(manual_clock::now() - before == 250ms);
+    CHECK(message.find("acquire timed out after 250 ms") != std::string::npos);
+    CHECK(message.find("mock://db user=app password=***") != std::string::npos);
+    CHECK(message.find("open 2, idle 0, in use 2, waiting 1, connecting 0, max_size 2") !=
+          std::string::npos);
+    CHECK(message.find("Raise max_size or acquire_timeout") != std::string::npos);
+    const auto s = p.stats();
+    CHECK(s.timeouts == 1);
+    CHECK(s.waiting == 0);
+    CHECK(s.waits == 1);
+    CHECK(s.wait_time_max == std::chrono::microseconds(250'000));
+}
+
+TEST_CASE("an acquire timeout names the last connect error") {
+    fixture f;
+    warmpool::options o;
+    o.max_size = 1;
+    o.acquire_timeout = 100ms;
+    pool p(f.server, o);
+    f.server->fail_next(1, connect_outcome::permanent);
+    CHECK_THROWS_AS((void)p.acquire(), warmpool::connect_error);
+    auto a = p.acquire();
+    try {
+        (void)p.acquire();
+        FAIL("expected a timeout");
+    } catch (const warmpool::acquire_timeout& e) {
+        CHECK(std::string(e.what()).find("Last connect error: mock: password authentication") !=
+              std::string::npos);
+    }
+}
+
+TEST_CASE("acquire(timeout) overrides options::acquire_timeout") {
+    fixture f;
+    warmpool::options o;
+    o.max_size = 1;
+    pool p(f.server, o);
+    auto a = p.acquire();
+    const auto before = manual_clock::now();
+    CHECK_THROWS_AS((void)p.acquire(40ms), warmpool::acquire_timeout);
+    CHECK(manual_clock::now() - before == 40ms);
+}
+
+TEST_CASE("a given-back connection goes straight to the waiter") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    int got = 0;
+    std::thread t([&] { got = p.acquire()->number; });
+    until_waiting(p, 1);
+    held.release();
+    t.join();
+    CHECK(got == 1);
+    CHECK(f.server->opened == 1);
+    CHECK(p.stats().timeouts == 0);
+    CHECK(p.stats().waits == 1);
+}
+
+TEST_CASE("waiters are served first come, first served") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    std::mutex order_mutex;
+    std::vector<int> order;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+        threads.emplace_back([&, i] {
+            auto l = p.acquire();
+            std::lock_guard<std::mutex> lock(order_mutex);
+            order.push_back(i);
+        });
+        until_waiting(p, static_cast<std::size_t>(i) + 1); // queue them in a known order
+    }
+    // A newcomer must not barge in ahead of the queue, even with a connection free.
+    held.release();
+    for (auto& t : threads) {
+        t.join();
+    }
+    CHECK(order == std::vector<int>{0, 1, 2, 3});
+}
+
+TEST_CASE("try_acquire does not take a connection ahead of queued waiters") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    std::thread t([&] { auto l = p.acquire(); });
+    until_waiting(p, 1);
+    CHECK_FALSE(p.try_acquire().has_value());
+    held.release();
+    t.join();
+}
+
+TEST_CASE("an invalidated connection lets a waiter connect a new one") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    int got = 0;
+    std::thread t([&] { got = p.acquire()->number; });
+    until_waiting(p, 1);
+    held.invalidate();
+    t.join();
+    CHECK(got == 2);
+    CHECK(f.server->max_open == 1);
+}
+
+TEST_CASE("a waiter times out when the clock passes its deadline") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    o.acquire_timeout = 5s;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    std::atomic<bool> timed_out{false};
+    std::thread t([&] {
+        try {
+            (void)p.acquire();
+        } catch (const warmpool::acquire_timeout&) {
+            timed_out = true;
+        }
+    });
+    until_waiting(p, 1);
+    manual_clock::advance(4s);
+    CHECK_FALSE(timed_out.load());
+    manual_clock::advance(1s);
+    t.join();
+    CHECK(timed_out.load());
+    CHECK(p.stats().timeouts == 1);
+    CHECK(p.stats().waiting == 0);
+}
+
+TEST_CASE("close wakes every waiter with pool_closed") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    std::atomic<int> closed{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 3; ++i) {
+        threads.emplace_back([&] {
+            try {
+                (void)p.acquire();
+            } catch (const warmpool::pool_closed&) {
+                ++closed;
+            }
+        });
+    }
+    until_waiting(p, 3);
+    p.close();
+    for (auto& t : threads) {
+        t.join();
+    }
+    CHECK(closed == 3);
+    held.release(); // given back after close: closed, not pooled
+    const auto s = p.stats();
+    CHECK(s.open == 0);
+    CHECK(s.closed_pool_closed == 1);
+    CHECK_THROWS_AS((void)p.acquire(), warmpool::pool_closed);
+}
+
+TEST_CASE("close closes idle connections at once and is idempotent") {
+    fixture f;
+    warmpool::options o;
+    o.min_idle = 3;
+    o.max_size = 3;
+    pool p(f.server, o);
+    p.warm_up();
+    p.close();
+    CHECK(f.server->destroyed == 3);
+    CHECK(p.stats().closed_pool_closed == 3);
+    p.close();
+    CHECK(f.server->destroyed == 3);
+    CHECK_THROWS_AS(p.warm_up(), warmpool::pool_closed);
+}
