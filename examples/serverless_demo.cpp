@@ -12,8 +12,9 @@
 // How the connection dies during the freeze:
 //   PostgreSQL / MySQL: another session kills ours (pg_terminate_backend / KILL), as a server's
 //     idle timeout or a failover would; the pool's socket check at thaw sees the closed socket.
-//   SQLite: nothing can kill an embedded database, so the last invocation before the freeze
-//     closes its session (soci::session::close()), leaving the pool an unusable connection.
+//   SQLite: nothing can kill an embedded database, so the freeze closes the idle session behind
+//     the pool's back (soci::session::close()), as a server closes its end of a socket; the
+//     pool's check at thaw sees a session that is no longer open.
 
 #include <warmpool/soci.hpp>
 
@@ -73,7 +74,8 @@ backend backend_of(const warmpool::soci_pool& p) {
 
 /// What the freeze step needs from the last invocation before it.
 struct server_session {
-    long long id = 0; // the server's id for our session (backend pid, connection id)
+    long long id = 0;                  // the server's id for our session (pid, connection id)
+    soci::session* embedded = nullptr; // SQLite: the session itself, to close while idle
 };
 
 /// The handler: one invocation's work. `before_freeze` asks it to leave what the freeze
@@ -97,7 +99,7 @@ long long handle(int invocation, bool before_freeze, server_session& out) {
             *sql << "select connection_id()", soci::into(out.id);
             break;
         case backend::sqlite:
-            sql->close(); // the embedded stand-in for "the server closed our connection"
+            out.embedded = sql.get(); // stays open and idle in the pool after this invocation
             break;
         }
     }
@@ -108,7 +110,9 @@ long long handle(int invocation, bool before_freeze, server_session& out) {
 /// session kills ours.
 void freeze(const server_session& victim) {
     const backend b = backend_of(pool());
-    if (b != backend::sqlite) {
+    if (b == backend::sqlite) {
+        victim.embedded->close(); // the embedded stand-in for "the server closed our connection"
+    } else {
         soci::session admin(connect_string());
         if (b == backend::postgresql) {
             admin << "select pg_terminate_backend(" + std::to_string(victim.id) + ")";
@@ -202,8 +206,6 @@ int main() {
                 static_cast<unsigned long long>(st.validation_failures),
                 static_cast<unsigned long long>(st.acquired), errors);
     if (backend_of(pool()) == backend::sqlite) {
-        std::printf("(SQLite: the dead connection is found when it comes back, as \"broken\"; "
-                    "against a server it is found at thaw, as a validation failure)\n");
         pool().close();
         std::error_code ec;
         std::filesystem::remove(sqlite_path(), ec);
