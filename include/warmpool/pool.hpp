@@ -686,17 +686,11 @@ private:
 
     // --- bookkeeping -------------------------------------------------------------------------
 
-    // Takes a slot out of all_ (O(1): swap with the last). The caller closes the connection
+    // Takes a slot out of all_ and counts the close. The caller closes the connection
     // outside the lock with destroy_one(), which frees its unit of capacity only once the
     // connection is gone, so the server never sees more than max_size of the pool's connections.
     std::unique_ptr<slot> remove_locked(slot* s) {
-        const std::size_t i = s->index;
-        std::unique_ptr<slot> out = std::move(all_[i]);
-        if (i + 1 != all_.size()) {
-            all_[i] = std::move(all_.back());
-            all_[i]->index = i;
-        }
-        all_.pop_back();
+        std::unique_ptr<slot> out = take_locked(s);
         ++stats_.closed;
         switch (out->close_why) {
         case close_reason::idle_timeout:
@@ -725,7 +719,10 @@ private:
 
     // Forgets a slot whose connection belongs to the parent process: the connection object is
     // leaked on purpose, since destroying it would send a goodbye on the parent's socket.
-    void abandon_locked(slot* s) {
+    void abandon_locked(slot* s) { (void)take_locked(s)->conn.release(); }
+
+    // Takes a slot out of all_ in O(1), moving the last one into its place.
+    std::unique_ptr<slot> take_locked(slot* s) {
         const std::size_t i = s->index;
         std::unique_ptr<slot> out = std::move(all_[i]);
         if (i + 1 != all_.size()) {
@@ -733,7 +730,7 @@ private:
             all_[i]->index = i;
         }
         all_.pop_back();
-        (void)out->conn.release();
+        return out;
     }
 
     std::uint64_t fork_epoch_seen() const noexcept {
