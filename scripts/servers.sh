@@ -1,0 +1,404 @@
+#!/usr/bin/env bash
+# Throwaway database servers for warmpool's integration tests: PostgreSQL, MariaDB and PgBouncer
+# (transaction pooling, in front of that PostgreSQL), each in a temporary directory, listening on
+# 127.0.0.1 on ports chosen at run time. Nothing else is touched: no system service, no other
+# server's port, socket or data directory.
+#
+# Sourced (as scripts/test does):
+#     source scripts/servers.sh && warmpool_servers_start    # then warmpool_servers_stop
+# Standalone, for a developer's shell:
+#     eval "$(bash scripts/servers.sh start)"
+#     ctest --test-dir build -L integration --output-on-failure
+#     bash scripts/servers.sh stop          # uses $WARMPOOL_TEST_SERVERS_DIR
+#
+# WARMPOOL_SERVERS chooses which to start (default "postgresql mariadb pgbouncer").
+#
+# What the tests get (all exported):
+#   WARMPOOL_TEST_PG, WARMPOOL_TEST_POSTGRESQL   SOCI connect string of the PostgreSQL server
+#   WARMPOOL_TEST_MYSQL                          SOCI connect string of the MariaDB server
+#   WARMPOOL_TEST_PGBOUNCER                      SOCI connect string through PgBouncer
+#   WARMPOOL_TEST_PG_CTL, WARMPOOL_TEST_MYSQL_CTL, WARMPOOL_TEST_PGBOUNCER_CTL
+#       a command taking one argument, for tests that break the server on purpose:
+#         stop       clean shutdown, waits until it is down
+#         start      start again on the same port, waits until it accepts connections
+#         restart    stop + start
+#         kill       SIGKILL the server (PostgreSQL: an immediate shutdown, as a crash does)
+#         terminate  close every client connection to warmpool_test, server keeps running
+#         status     exit 0 when it is up
+#   WARMPOOL_TEST_SIGSTOP=1    the tests may SIGSTOP/SIGCONT the PostgreSQL backend processes
+#   WARMPOOL_TEST_SERVERS_DIR  the temporary directory: data, logs, sockets, pid files
+
+_wps_say() { echo "servers: $*" >&2; }
+
+_wps_pg_bin() {
+    local dir
+    for dir in /usr/lib/postgresql/15/bin $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -rV); do
+        if [[ -x "$dir/initdb" && -x "$dir/pg_ctl" ]]; then
+            echo "$dir"
+            return 0
+        fi
+    done
+    command -v initdb >/dev/null 2>&1 && dirname "$(command -v initdb)" && return 0
+    return 1
+}
+
+# Three distinct free ports: all sockets stay bound until every port is chosen.
+_wps_free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# Runs a command as the given system user when we are root (PostgreSQL and PgBouncer refuse to
+# run as root); as ourselves otherwise.
+_wps_as() {
+    local user="$1"
+    shift
+    if [[ "$(id -u)" == 0 ]]; then
+        runuser -u "$user" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+_wps_ensure_user() {
+    local user="$1"
+    if [[ "$(id -u)" == 0 ]] && ! id "$user" >/dev/null 2>&1; then
+        useradd --system --no-create-home --shell /usr/sbin/nologin "$user"
+    fi
+}
+
+_wps_owned_dir() {
+    local user="$1" dir="$2"
+    mkdir -p "$dir"
+    if [[ "$(id -u)" == 0 ]]; then
+        chown "$user:" "$dir"
+    fi
+    chmod 700 "$dir"
+}
+
+_wps_fail() {
+    local what="$1" log="$2"
+    _wps_say "$what"
+    if [[ -n "$log" && -f "$log" ]]; then
+        _wps_say "last lines of $log:"
+        tail -n 30 "$log" | sed 's/^/    /' >&2
+    fi
+    return 1
+}
+
+# ---------------------------------------------------------------------------------------------
+_wps_start_postgresql() {
+    local pg_bin port="$1" dir="$WARMPOOL_TEST_SERVERS_DIR/postgresql"
+    pg_bin="$(_wps_pg_bin)" || { _wps_fail "PostgreSQL's initdb/pg_ctl not found (Debian: postgresql)"; return 1; }
+    _wps_ensure_user postgres
+    _wps_owned_dir postgres "$dir"
+    local data="$dir/data" log="$dir/server.log"
+    if ! _wps_as postgres "$pg_bin/initdb" -D "$data" -U warmpool -A trust -E UTF8 --no-locale \
+        --no-sync >"$dir/initdb.log" 2>&1; then
+        _wps_fail "PostgreSQL initdb failed" "$dir/initdb.log"
+        return 1
+    fi
+    # fsync off: a test server's data is thrown away, and the tests restart it often.
+    local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=50 -c fsync=off"
+    cat >"$WARMPOOL_TEST_SERVERS_DIR/pg_ctl" <<CTL
+#!/usr/bin/env bash
+# Controls the PostgreSQL server of warmpool's tests (see scripts/servers.sh).
+set -u
+# A daemon started from here must not inherit the caller's descriptors: a pipe held open by the
+# server would keep whoever reads that pipe (a test runner, tee) waiting for its end forever.
+for fd in /proc/\$\$/fd/*; do n=\${fd##*/}; (( n > 2 && n < 255 )) && eval "exec \$n>&-" 2>/dev/null; done
+as() { if [[ "\$(id -u)" == 0 ]]; then runuser -u postgres -- "\$@"; else "\$@"; fi; }
+ctl() { as "$pg_bin/pg_ctl" -D "$data" -l "$log" -w -t 60 "\$@" >/dev/null; }
+case "\${1:-}" in
+start) ctl -o "$opts" start ;;
+stop) ctl -m fast stop ;;
+restart) ctl -m fast -o "$opts" restart ;;
+kill) ctl -m immediate stop ;;
+terminate)
+    "$pg_bin/psql" -X -q -h 127.0.0.1 -p $port -U warmpool -d postgres -Atc \
+        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+         where datname = 'warmpool_test' and pid <> pg_backend_pid()" >/dev/null ;;
+status) "$pg_bin/pg_isready" -q -h 127.0.0.1 -p $port ;;
+*) echo "usage: \$0 start|stop|restart|kill|terminate|status" >&2; exit 2 ;;
+esac
+CTL
+    chmod 755 "$WARMPOOL_TEST_SERVERS_DIR/pg_ctl"
+    if ! "$WARMPOOL_TEST_SERVERS_DIR/pg_ctl" start; then
+        _wps_fail "PostgreSQL did not start on 127.0.0.1:$port" "$log"
+        return 1
+    fi
+    echo "$pg_bin" >"$dir/bin" # for warmpool_servers_stop
+    local i
+    for ((i = 0; i < 60; i++)); do
+        "$pg_bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break
+        sleep 0.5
+    done
+    if ! "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U warmpool -d postgres \
+        -c "create database warmpool_test" >>"$dir/setup.log" 2>&1; then
+        _wps_fail "PostgreSQL on 127.0.0.1:$port accepts no connections" "$log"
+        return 1
+    fi
+    export WARMPOOL_TEST_PG="postgresql://host=127.0.0.1 port=$port dbname=warmpool_test user=warmpool"
+    export WARMPOOL_TEST_POSTGRESQL="$WARMPOOL_TEST_PG"
+    export WARMPOOL_TEST_PG_CTL="$WARMPOOL_TEST_SERVERS_DIR/pg_ctl"
+    export WARMPOOL_TEST_PG_PORT="$port"
+    export WARMPOOL_TEST_PG_LOG="$log"
+    if [[ "$(id -u)" == 0 ]]; then
+        export WARMPOOL_TEST_SIGSTOP=1
+    fi
+    _wps_say "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------------------------------------
+_wps_start_mariadb() {
+    local port="$1" dir="$WARMPOOL_TEST_SERVERS_DIR/mariadb"
+    local mysqld install_db client admin
+    mysqld="$(command -v mariadbd || command -v mysqld || ls /usr/sbin/mariadbd 2>/dev/null)"
+    install_db="$(command -v mariadb-install-db || command -v mysql_install_db)"
+    client="$(command -v mariadb || command -v mysql)"
+    admin="$(command -v mariadb-admin || command -v mysqladmin)"
+    if [[ -z "$mysqld" || -z "$install_db" || -z "$client" || -z "$admin" ]]; then
+        _wps_fail "MariaDB's server or client not found (Debian: mariadb-server)"
+        return 1
+    fi
+    local user_opt=() run_user
+    run_user="$(id -un)"
+    if [[ "$(id -u)" == 0 ]]; then
+        _wps_ensure_user mysql
+        run_user=mysql
+        user_opt=(--user=mysql)
+    fi
+    _wps_owned_dir "$run_user" "$dir"
+    local data="$dir/data" log="$dir/server.log" sock="$dir/mysqld.sock" pidf="$dir/mysqld.pid"
+    if ! "$install_db" --no-defaults --datadir="$data" "${user_opt[@]}" \
+        --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1; then
+        _wps_fail "mariadb-install-db failed" "$dir/install.log"
+        return 1
+    fi
+    local start_cmd="$mysqld --no-defaults --datadir=$data --socket=$sock --port=$port"
+    start_cmd+=" --bind-address=127.0.0.1 --pid-file=$pidf --log-error=$log --skip-name-resolve"
+    start_cmd+=" --skip-log-bin --innodb-buffer-pool-size=64M --max-connections=100 ${user_opt[*]}"
+    cat >"$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl" <<CTL
+#!/usr/bin/env bash
+# Controls the MariaDB server of warmpool's tests (see scripts/servers.sh).
+set -u
+# A daemon started from here must not inherit the caller's descriptors: a pipe held open by the
+# server would keep whoever reads that pipe (a test runner, tee) waiting for its end forever.
+for fd in /proc/\$\$/fd/*; do n=\${fd##*/}; (( n > 2 && n < 255 )) && eval "exec \$n>&-" 2>/dev/null; done
+up() { "$admin" --no-defaults --socket="$sock" -uroot --connect-timeout=2 ping >/dev/null 2>&1; }
+pid() { cat "$pidf" 2>/dev/null; }
+wait_up() {
+    for ((i = 0; i < 120; i++)); do up && return 0; sleep 0.5; done
+    echo "MariaDB did not come up; see $log" >&2; return 1
+}
+wait_down() {
+    local p="\$1"
+    for ((i = 0; i < 120; i++)); do kill -0 "\$p" 2>/dev/null || return 0; sleep 0.5; done
+    echo "MariaDB (pid \$p) did not stop" >&2; return 1
+}
+start() { nohup $start_cmd >/dev/null 2>&1 </dev/null & wait_up; }
+stop() {
+    local p; p="\$(pid)"
+    "$admin" --no-defaults --socket="$sock" -uroot shutdown >/dev/null 2>&1 || true
+    [[ -z "\$p" ]] || wait_down "\$p"
+}
+case "\${1:-}" in
+start) start ;;
+stop) stop ;;
+restart) stop && start ;;
+kill) p="\$(pid)"; [[ -n "\$p" ]] && kill -KILL "\$p" && wait_down "\$p" ;;
+terminate)
+    "$client" --no-defaults --socket="$sock" -uroot -N -e \
+        "select concat('KILL ', id, ';') from information_schema.processlist where user = 'warmpool'" |
+        "$client" --no-defaults --socket="$sock" -uroot -f >/dev/null 2>&1 || true ;;
+status) up ;;
+*) echo "usage: \$0 start|stop|restart|kill|terminate|status" >&2; exit 2 ;;
+esac
+CTL
+    chmod 755 "$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl"
+    if ! "$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl" start; then
+        _wps_fail "MariaDB did not start on 127.0.0.1:$port" "$log"
+        return 1
+    fi
+    local password="warmpool-test"
+    if ! "$client" --no-defaults --socket="$sock" -uroot >"$dir/setup.log" 2>&1 <<SQL; then
+CREATE DATABASE warmpool_test;
+CREATE USER 'warmpool'@'127.0.0.1' IDENTIFIED BY '$password';
+CREATE USER 'warmpool'@'localhost' IDENTIFIED BY '$password';
+GRANT ALL PRIVILEGES ON *.* TO 'warmpool'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO 'warmpool'@'localhost';
+SQL
+        _wps_fail "MariaDB setup (database warmpool_test, user warmpool) failed" "$dir/setup.log"
+        return 1
+    fi
+    if ! "$client" --no-defaults -h 127.0.0.1 -P "$port" -uwarmpool -p"$password" warmpool_test \
+        -e "select 1" >>"$dir/setup.log" 2>&1; then
+        _wps_fail "MariaDB on 127.0.0.1:$port refuses user warmpool" "$dir/setup.log"
+        return 1
+    fi
+    export WARMPOOL_TEST_MYSQL="mysql://host=127.0.0.1 port=$port db=warmpool_test user=warmpool password=$password"
+    export WARMPOOL_TEST_MYSQL_CTL="$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl"
+    export WARMPOOL_TEST_MYSQL_PORT="$port"
+    export WARMPOOL_TEST_MYSQL_LOG="$log"
+    _wps_say "MariaDB $("$mysqld" --version | grep -o '[0-9][0-9.]*-MariaDB' | head -1) on 127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------------------------------------
+_wps_start_pgbouncer() {
+    local port="$1" pg_port="$2" dir="$WARMPOOL_TEST_SERVERS_DIR/pgbouncer" bouncer pg_bin
+    bouncer="$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null)"
+    pg_bin="$(_wps_pg_bin)"
+    if [[ -z "$bouncer" ]]; then
+        _wps_fail "pgbouncer not found (Debian: pgbouncer)"
+        return 1
+    fi
+    if [[ -z "$pg_port" ]]; then
+        _wps_fail "PgBouncer needs the PostgreSQL server, which is not running"
+        return 1
+    fi
+    _wps_ensure_user postgres
+    _wps_owned_dir postgres "$dir"
+    local log="$dir/pgbouncer.log" pidf="$dir/pgbouncer.pid" ini="$dir/pgbouncer.ini"
+    # Trust: the server behind it trusts loopback too; a user must still be listed in auth_file.
+    echo '"warmpool" ""' >"$dir/userlist.txt"
+    cat >"$ini" <<INI
+[databases]
+warmpool_test = host=127.0.0.1 port=$pg_port dbname=warmpool_test
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+admin_users = warmpool
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits
+logfile = $log
+pidfile = $pidf
+INI
+    if [[ "$(id -u)" == 0 ]]; then
+        chown postgres: "$dir/userlist.txt" "$ini"
+    fi
+    cat >"$WARMPOOL_TEST_SERVERS_DIR/pgbouncer_ctl" <<CTL
+#!/usr/bin/env bash
+# Controls the PgBouncer of warmpool's tests (see scripts/servers.sh).
+set -u
+# A daemon started from here must not inherit the caller's descriptors: a pipe held open by the
+# server would keep whoever reads that pipe (a test runner, tee) waiting for its end forever.
+for fd in /proc/\$\$/fd/*; do n=\${fd##*/}; (( n > 2 && n < 255 )) && eval "exec \$n>&-" 2>/dev/null; done
+as() { if [[ "\$(id -u)" == 0 ]]; then runuser -u postgres -- "\$@"; else "\$@"; fi; }
+up() { "$pg_bin/psql" -X -q -h 127.0.0.1 -p $port -U warmpool -d warmpool_test -Atc "select 1" >/dev/null 2>&1; }
+pid() { cat "$pidf" 2>/dev/null; }
+wait_up() {
+    for ((i = 0; i < 60; i++)); do up && return 0; sleep 0.5; done
+    echo "PgBouncer did not come up; see $log" >&2; return 1
+}
+wait_down() {
+    local p="\$1"
+    for ((i = 0; i < 60; i++)); do kill -0 "\$p" 2>/dev/null || return 0; sleep 0.5; done
+    echo "PgBouncer (pid \$p) did not stop" >&2; return 1
+}
+case "\${1:-}" in
+start) as "$bouncer" -d -q "$ini" && wait_up ;;
+stop) p="\$(pid)"; [[ -z "\$p" ]] || { kill -INT "\$p" 2>/dev/null; wait_down "\$p"; } ;;
+restart) "\$0" stop && "\$0" start ;;
+kill) p="\$(pid)"; [[ -z "\$p" ]] || { kill -KILL "\$p" 2>/dev/null; wait_down "\$p"; rm -f "$pidf"; } ;;
+terminate) "$pg_bin/psql" -X -q -h 127.0.0.1 -p $port -U warmpool -d pgbouncer -c "KILL warmpool_test" >/dev/null 2>&1
+           "$pg_bin/psql" -X -q -h 127.0.0.1 -p $port -U warmpool -d pgbouncer -c "RESUME warmpool_test" >/dev/null 2>&1 ;;
+status) up ;;
+*) echo "usage: \$0 start|stop|restart|kill|terminate|status" >&2; exit 2 ;;
+esac
+CTL
+    chmod 755 "$WARMPOOL_TEST_SERVERS_DIR/pgbouncer_ctl"
+    if ! "$WARMPOOL_TEST_SERVERS_DIR/pgbouncer_ctl" start; then
+        _wps_fail "PgBouncer did not start on 127.0.0.1:$port" "$log"
+        return 1
+    fi
+    export WARMPOOL_TEST_PGBOUNCER="postgresql://host=127.0.0.1 port=$port dbname=warmpool_test user=warmpool"
+    export WARMPOOL_TEST_PGBOUNCER_CTL="$WARMPOOL_TEST_SERVERS_DIR/pgbouncer_ctl"
+    export WARMPOOL_TEST_PGBOUNCER_PORT="$port"
+    _wps_say "PgBouncer $("$bouncer" --version | head -1 | awk '{print $2}') (transaction pooling) on 127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Starts the servers named in WARMPOOL_SERVERS. Returns non-zero when any failed to start; those
+# that did start stay up (and are stopped by warmpool_servers_stop).
+warmpool_servers_start() {
+    local wanted="${WARMPOOL_SERVERS:-postgresql mariadb pgbouncer}" status=0 ports
+    export WARMPOOL_TEST_SERVERS_DIR
+    WARMPOOL_TEST_SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/warmpool-servers.XXXXXX")"
+    chmod 755 "$WARMPOOL_TEST_SERVERS_DIR" # the server users must reach their subdirectories
+    read -r pg_port my_port pb_port <<<"$(_wps_free_ports 3)"
+    local started_pg=""
+    if [[ " $wanted " == *" postgresql "* ]]; then
+        if _wps_start_postgresql "$pg_port"; then started_pg="$pg_port"; else status=1; fi
+    fi
+    if [[ " $wanted " == *" mariadb "* ]]; then
+        _wps_start_mariadb "$my_port" || status=1
+    fi
+    if [[ " $wanted " == *" pgbouncer "* ]]; then
+        _wps_start_pgbouncer "$pb_port" "$started_pg" || status=1
+    fi
+    return $status
+}
+
+# Stops every server warmpool_servers_start started (by their own pid files and control scripts)
+# and removes the directory. Safe to call twice.
+warmpool_servers_stop() {
+    local dir="${1:-${WARMPOOL_TEST_SERVERS_DIR:-}}"
+    [[ -n "$dir" && -d "$dir" && "$(basename "$dir")" == warmpool-servers.* ]] || return 0
+    local ctl
+    for ctl in pgbouncer_ctl mysql_ctl; do
+        [[ -x "$dir/$ctl" ]] && "$dir/$ctl" stop >/dev/null 2>&1
+    done
+    if [[ -x "$dir/pg_ctl" ]]; then
+        "$dir/pg_ctl" stop >/dev/null 2>&1 || "$dir/pg_ctl" kill >/dev/null 2>&1
+    fi
+    # Last resort for anything that ignored its stop: only pids from our own pid files.
+    local pidf pid
+    for pidf in "$dir/pgbouncer/pgbouncer.pid" "$dir/mariadb/mysqld.pid" "$dir/postgresql/data/postmaster.pid"; do
+        pid="$(head -n 1 "$pidf" 2>/dev/null)"
+        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+    rm -rf "$dir"
+    if [[ "$dir" == "${WARMPOOL_TEST_SERVERS_DIR:-}" ]]; then
+        unset WARMPOOL_TEST_SERVERS_DIR
+    fi
+    return 0
+}
+
+# --- Standalone use ---------------------------------------------------------------------------
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    set -uo pipefail
+    case "${1:-start}" in
+    start)
+        if ! warmpool_servers_start; then
+            warmpool_servers_stop
+            exit 1
+        fi
+        env | grep -E '^WARMPOOL_TEST_' | sort | while IFS='=' read -r name value; do
+            printf 'export %s=%q\n' "$name" "$value"
+        done
+        _wps_say "stop them with: bash scripts/servers.sh stop"
+        ;;
+    stop)
+        warmpool_servers_stop "${2:-${WARMPOOL_TEST_SERVERS_DIR:-}}"
+        ;;
+    *)
+        echo "usage: $0 [start|stop [DIR]]" >&2
+        exit 2
+        ;;
+    esac
+fi
