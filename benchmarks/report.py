@@ -39,6 +39,8 @@ def fmt(v, digits=3):
 
 
 def table(header, body):
+    if not body:
+        return "*Not measured in this run.*\n"
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in body]
     return "\n".join(out) + "\n"
@@ -149,13 +151,18 @@ class Report:
         body = []
         for case in self.order.get("pgbench", []):
             g = lambda s: self.get("pgbench", case, s, "tps")
-            ours, theirs = g("warmpool + SOCI"), g("pgbench -S")
+            ours, theirs, ext = g("warmpool + SOCI"), g("pgbench -S"), g("pgbench -S -M extended")
+            own = g("SOCI, a session per thread")
             if ours is None or theirs is None:
                 continue
+            ratio = lambda a, b: (fmt(a / b) + "×") if a and b else "–"
             body.append([case.replace("clients=", ""), fmt(theirs), fmt(ours),
-                         f"**{fmt(ours / theirs)}×**"])
+                         f"**{ratio(ours, theirs)}**", fmt(ext), ratio(ours, ext), fmt(own),
+                         ratio(ours, own)])
         return table(["clients", "pgbench -S tps", "warmpool + SOCI tps",
-                      "warmpool + SOCI / pgbench"], body) + self.skipped("pgbench")
+                      "warmpool + SOCI / pgbench -S", "pgbench -S -M extended tps",
+                      "warmpool + SOCI / pgbench -M extended", "SOCI, a session per thread tps",
+                      "warmpool + SOCI / SOCI unpooled"], body) + self.skipped("pgbench")
 
     def compile(self):
         body = []

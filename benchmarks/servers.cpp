@@ -256,38 +256,72 @@ void pgbench_like(context& ctx) {
         clients.push_back(static_cast<int>(std::strtol(p, &end, 10)));
         p = (*end == ',') ? end + 1 : end;
     }
-    for (const int n : clients) {
-        auto pool = warm_pool<warmpool::soci_pool>(cs, static_cast<std::size_t>(n));
+    const auto measure = [&](int n, bool pooled) {
+        std::unique_ptr<warmpool::soci_pool> pool;
+        if (pooled) {
+            pool = warm_pool<warmpool::soci_pool>(cs, static_cast<std::size_t>(n));
+        }
         std::atomic<bool> stop{false};
         std::atomic<long long> done{0};
+        std::atomic<int> ready{0};
+        std::atomic<bool> go{false};
         std::vector<std::thread> threads;
-        const auto start = wall::now();
         for (int t = 0; t < n; ++t) {
             threads.emplace_back([&, t] {
                 // pgbench -S: one SELECT of a random account per transaction, autocommit.
                 std::minstd_rand rng(static_cast<unsigned>(12345 + t));
                 std::uniform_int_distribution<int> pick(1, static_cast<int>(100000 * scale));
+                std::unique_ptr<soci::session> own; // the baseline: one session per thread
+                if (!pooled) {
+                    own = std::make_unique<soci::session>(soci::postgresql,
+                                                          cs.substr(cs.find("://") + 3));
+                }
+                ++ready;
+                while (!go.load()) {
+                    std::this_thread::yield();
+                }
                 long long mine = 0;
-                while (!stop.load(std::memory_order_relaxed)) {
-                    auto sql = pool->acquire();
+                const auto one = [&](soci::session& sql) {
                     int aid = pick(rng), abalance = 0;
-                    *sql << "SELECT abalance FROM pgbench_accounts WHERE aid = :aid",
-                        soci::use(aid), soci::into(abalance);
+                    sql << "SELECT abalance FROM pgbench_accounts WHERE aid = :aid", soci::use(aid),
+                        soci::into(abalance);
                     keep(abalance);
+                };
+                while (!stop.load(std::memory_order_relaxed)) {
+                    if (pooled) {
+                        auto sql = pool->acquire();
+                        one(*sql);
+                    } else {
+                        one(*own);
+                    }
                     ++mine;
                 }
                 done += mine;
             });
         }
+        while (ready.load() < n) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        const auto start = wall::now();
+        go = true;
         std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
         stop = true;
+        const double elapsed = seconds_since(start);
         for (auto& th : threads) {
             th.join();
         }
-        const double tps = static_cast<double>(done.load()) / seconds_since(start);
-        say("  clients=%d  warmpool + SOCI %.0f tps\n", n, tps);
-        record(ctx, "pgbench", "clients=" + std::to_string(n), "warmpool + SOCI", "tps", tps,
+        return static_cast<double>(done.load()) / elapsed;
+    };
+    for (const int n : clients) {
+        const double pooled = measure(n, true);
+        const double own = measure(n, false);
+        say("  clients=%d  warmpool + SOCI %.0f tps, a SOCI session per thread (no pool) %.0f "
+            "tps\n",
+            n, pooled, own);
+        record(ctx, "pgbench", "clients=" + std::to_string(n), "warmpool + SOCI", "tps", pooled,
                "tx/s");
+        record(ctx, "pgbench", "clients=" + std::to_string(n), "SOCI, a session per thread", "tps",
+               own, "tx/s");
     }
 }
 
