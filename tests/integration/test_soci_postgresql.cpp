@@ -1,14 +1,17 @@
 // warmpool — a header-only connection pool for C++17.
 // SPDX-License-Identifier: BSL-1.0
 
-// soci_traits' native PostgreSQL checks against a live server named by WARMPOOL_TEST_POSTGRESQL
-// (a SOCI connect string, e.g. "postgresql://host=127.0.0.1 dbname=postgres user=postgres").
-// Skipped when it is unset. The stopped-server test needs the server on this machine and the
-// right to signal its processes.
+// soci_traits' native PostgreSQL checks against a live server named by WARMPOOL_TEST_PG (a SOCI
+// connect string, e.g. "postgresql://host=127.0.0.1 dbname=postgres user=postgres"; scripts/
+// servers.sh sets it). Skipped when it is unset, failed instead under CI=true (see
+// support/servers.hpp). The stopped-server test needs the server on this machine and the right
+// to signal its processes (WARMPOOL_TEST_SIGSTOP).
 
 #if defined(WARMPOOL_SOCI_POSTGRESQL)
 
 #include <warmpool/soci.hpp>
+
+#include "support/servers.hpp"
 
 #include <doctest/doctest.h>
 
@@ -24,9 +27,8 @@ namespace {
 using std::chrono::milliseconds;
 using traits = warmpool::soci_traits;
 
-const char* server() {
-    const char* s = std::getenv("WARMPOOL_TEST_POSTGRESQL");
-    return s != nullptr && *s != '\0' ? s : nullptr;
+std::string server() {
+    return servers::need(servers::pg);
 }
 
 long long backend_pid(soci::session& s) {
@@ -38,7 +40,7 @@ long long backend_pid(soci::session& s) {
 } // namespace
 
 TEST_CASE("PostgreSQL: the local checks follow the session's state" *
-          doctest::skip(server() == nullptr)) {
+          servers::skip_without(servers::pg)) {
     auto s = traits::connect(server(), milliseconds{5000});
     CHECK_FALSE(traits::is_broken(*s));
     CHECK_FALSE(traits::peer_closed(*s));
@@ -60,7 +62,7 @@ TEST_CASE("PostgreSQL: the local checks follow the session's state" *
 }
 
 TEST_CASE("PostgreSQL: a session killed by the server is seen as closed" *
-          doctest::skip(server() == nullptr)) {
+          servers::skip_without(servers::pg)) {
     auto s = traits::connect(server(), milliseconds{5000});
     const long long pid = backend_pid(*s);
     {
@@ -74,7 +76,8 @@ TEST_CASE("PostgreSQL: a session killed by the server is seen as closed" *
 }
 
 TEST_CASE("PostgreSQL: ping returns false by its deadline when the server process is stopped" *
-          doctest::skip(server() == nullptr || std::getenv("WARMPOOL_TEST_SIGSTOP") == nullptr)) {
+          servers::skip_without(servers::pg, servers::sigstop)) {
+    (void)servers::need(servers::sigstop);
     auto s = traits::connect(server(), milliseconds{5000});
     const auto pid = static_cast<pid_t>(backend_pid(*s));
     REQUIRE(::kill(pid, SIGSTOP) == 0);
@@ -85,8 +88,8 @@ TEST_CASE("PostgreSQL: ping returns false by its deadline when the server proces
 }
 
 TEST_CASE("PostgreSQL: a wrong database is a permanent connect error without the password" *
-          doctest::skip(server() == nullptr)) {
-    const std::string cs = std::string(server()) + " dbname=warmpool_no_such_db password=hunter2";
+          servers::skip_without(servers::pg)) {
+    const std::string cs = server() + " dbname=warmpool_no_such_db password=hunter2";
     try {
         (void)traits::connect(cs, milliseconds{5000});
         FAIL("connect should have thrown");
