@@ -24,8 +24,9 @@
 //   check            PostgreSQL                    MySQL / MariaDB              SQLite
 //   is_broken        PQstatus: local               socket handle: local         false
 //   in_transaction   PQtransactionStatus: local    server_status flag: local sqlite3_get_autocommit
-//   peer_closed      one poll() (+ a read only     one poll()                   false (no socket)
-//                    if the socket is readable)
+//   peer_closed      one poll() (+ a peek and a    one poll()                   false (no socket)
+//                    read only if the socket is
+//                    readable)
 //   ping             one round trip ("" query),    one round trip ("DO 0"),     SELECT 1, in
 //   process
 //                    non-blocking: bounded by the  reply awaited with poll():
@@ -64,6 +65,8 @@
 #include <cerrno>
 #include <climits>
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/types.h>
 #endif
 
 #include <algorithm>
@@ -309,6 +312,37 @@ inline PGconn* pg(soci::session& s) noexcept {
     return static_cast<soci::postgresql_session_backend*>(s.get_backend())->conn_;
 }
 
+/// True when the bytes waiting on the socket hold an ErrorResponse. While a session is idle the
+/// server sends one only right before closing it (idle_session_timeout, pg_terminate_backend,
+/// shutdown), but libpq takes it for a notice and reports the death only once the end of the
+/// stream arrives, which can be milliseconds later than the check. So peek at the raw messages
+/// (type byte, then a big-endian length that counts itself). Not over TLS: the bytes are
+/// encrypted there, and the check falls back to waiting for the end of the stream.
+inline bool pg_error_pending(PGconn* c, int fd) noexcept {
+    if (PQsslInUse(c) != 0) {
+        return false;
+    }
+    unsigned char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    std::size_t at = 0;
+    while (n > 0 && at < static_cast<std::size_t>(n)) {
+        if (buf[at] == 'E') {
+            return true;
+        }
+        if (at + 5 > static_cast<std::size_t>(n)) {
+            return false;
+        }
+        const std::size_t length = (std::size_t{buf[at + 1]} << 24) |
+                                   (std::size_t{buf[at + 2]} << 16) |
+                                   (std::size_t{buf[at + 3]} << 8) | std::size_t{buf[at + 4]};
+        if (length < 4) {
+            return false;
+        }
+        at += 1 + length;
+    }
+    return false;
+}
+
 inline bool pg_peer_closed(PGconn* c) noexcept {
     if (c == nullptr || PQstatus(c) == CONNECTION_BAD) {
         return true;
@@ -323,7 +357,7 @@ inline bool pg_peer_closed(PGconn* c) noexcept {
         if (revents == 0) {
             return false;
         }
-        if ((revents & hangup_events) != 0) {
+        if ((revents & hangup_events) != 0 || pg_error_pending(c, fd)) {
             return true;
         }
         // Readable while idle: a NOTIFY or a ParameterStatus is not death; let libpq read it
@@ -471,9 +505,16 @@ inline failure_class classify(const std::string& backend, const std::string& tex
         return {false, "SOCI has no such backend: check the name before \"://\", or install and "
                        "link libsoci_<backend> and define WARMPOOL_SOCI_<BACKEND>"};
     }
-    if (mysql_errno == 1040 || mysql_errno == 1203 || contains(t, "too many clients") ||
+    // A per-user limit is not the server's max_connections: say which knob it is. The MySQL
+    // resource name is inserted verbatim even in translated messages.
+    if (mysql_errno == 1203 || contains(t, "max_user_connections") ||
+        contains(t, "too many connections for role")) {
+        return {true, "the server refused: this user's connection limit is reached; raise it "
+                      "(PostgreSQL: ALTER ROLE ... CONNECTION LIMIT; MySQL: "
+                      "MAX_USER_CONNECTIONS) or lower max_size across your processes"};
+    }
+    if (mysql_errno == 1040 || contains(t, "too many clients") ||
         contains(t, "too many connections") || contains(t, "53300") ||
-        contains(t, "max_user_connections") ||
         contains(t, "remaining connection slots are reserved")) {
         return {true, "the server refused: too many connections; raise the server's "
                       "max_connections or lower max_size across your processes"};
