@@ -1,0 +1,88 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+
+// fork() with a pool holding a live server connection: the child must open its own and never
+// touch the parent's (using it would interleave two processes' traffic on one socket; closing
+// it would end the parent's session). Checked from the server's side: the backend / connection
+// ids the child and the parent see.
+
+#include "support/real_server.hpp"
+
+#include <warmpool/soci.hpp>
+
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace {
+
+using std::chrono::milliseconds;
+using namespace servers;
+
+using server_id = std::function<long long(soci::session&)>;
+
+void parent_keeps_its_connection_across_a_child(const std::string& cs, const server_id& id_of) {
+    warmpool::options o;
+    o.max_size = 1;
+    o.acquire_timeout = milliseconds{10'000};
+    o.validation_window = milliseconds{0}; // the parent pings after the fork: proves it answers
+    warmpool::soci_pool pool(cs, o);
+
+    long long parent_id = 0;
+    std::uint64_t parent_conn = 0;
+    {
+        auto sql = pool.acquire();
+        parent_id = id_of(*sql);
+        parent_conn = sql.connection_id();
+    }
+    REQUIRE(pool.stats().idle == 1);
+
+    child kid([&](child&, std::ostream& report) {
+        {
+            auto sql = pool.acquire(); // the inherited pool: it must connect anew
+            report << "id=" << id_of(*sql) << "\n";
+        }
+        const auto st = pool.stats();
+        report << "forks=" << st.forks << "\ncreated=" << st.created << "\n";
+        pool.close(); // closes the child's own connection only
+        return 0;
+    });
+    REQUIRE(kid.started());
+    auto r = kid.results();
+    CHECK(kid.wait() == 0);
+    CHECK(r["exception"] == "");
+    REQUIRE(r["id"] != "");
+    CHECK(std::stoll(r["id"]) != parent_id);
+    CHECK(r["forks"] == "1");
+    CHECK(r["created"] == "2"); // the parent's connection, plus the child's own
+
+    {
+        auto sql = pool.acquire();
+        CHECK(sql.connection_id() == parent_conn);
+        CHECK(id_of(*sql) == parent_id); // the same server session, still answering
+    }
+    const auto st = pool.stats();
+    CHECK(st.created == 1);
+    CHECK(st.validation_failures == 0);
+    CHECK(st.forks == 0);
+}
+
+} // namespace
+
+#if defined(WARMPOOL_SOCI_POSTGRESQL)
+TEST_CASE("PostgreSQL: after fork() the child opens its own connection and the parent's keeps "
+          "working" *
+          skip_without(pg)) {
+    parent_keeps_its_connection_across_a_child(need(pg), pg_backend_pid);
+}
+#endif
+
+#if defined(WARMPOOL_SOCI_MYSQL)
+TEST_CASE("MySQL: after fork() the child opens its own connection and the parent's keeps "
+          "working" *
+          skip_without(mysql)) {
+    parent_keeps_its_connection_across_a_child(need(mysql), mysql_connection_id);
+}
+#endif
