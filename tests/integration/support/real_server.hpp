@@ -14,10 +14,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -82,25 +85,54 @@ private:
     const char* ctl_var_;
 };
 
-/// SIGSTOPs a process and SIGCONTs it when the scope ends (or earlier, by resume()).
+/// True when every thread of `pid` is stopped (Linux: the state letter in /proc/PID/task/*/stat).
+inline bool all_threads_stopped(pid_t pid) {
+    std::error_code ec;
+    const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+    bool any = false;
+    for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+        std::ifstream stat(task.path() / "stat");
+        std::string line;
+        std::getline(stat, line);
+        const std::size_t paren = line.rfind(')'); // the command name may hold spaces
+        if (paren == std::string::npos || paren + 2 >= line.size()) {
+            continue; // the thread just ended
+        }
+        const char state = line[paren + 2];
+        if (state != 'T' && state != 't') {
+            return false;
+        }
+        any = true;
+    }
+    return any;
+}
+
+/// SIGSTOPs a process and SIGCONTs it when the scope ends (or earlier, by resume()). The
+/// constructor returns once every thread has stopped: kill() only queues the signal, and a
+/// server thread may still answer a query sent right after it.
 class stopped_process {
 public:
-    explicit stopped_process(pid_t pid) : pid_(pid), stopped_(::kill(pid, SIGSTOP) == 0) {}
+    explicit stopped_process(pid_t pid) : pid_(pid), signalled_(::kill(pid, SIGSTOP) == 0) {
+        stopped_ = signalled_ && eventually([&] { return all_threads_stopped(pid_); },
+                                            milliseconds{5'000}, milliseconds{1});
+    }
     ~stopped_process() { resume(); }
     stopped_process(const stopped_process&) = delete;
     stopped_process& operator=(const stopped_process&) = delete;
 
     bool stopped() const { return stopped_; }
     void resume() {
-        if (stopped_) {
+        if (signalled_) {
             ::kill(pid_, SIGCONT);
+            signalled_ = false;
             stopped_ = false;
         }
     }
 
 private:
     pid_t pid_;
-    bool stopped_;
+    bool signalled_;
+    bool stopped_ = false;
 };
 
 // --- connect strings -----------------------------------------------------------------------
