@@ -183,7 +183,7 @@ def plots(rep, out_dir):
     data = os.path.join(out_dir, ".plotdata")
     os.makedirs(data, exist_ok=True)
     made = []
-    script = ['set terminal svg size 900,420 font "sans,11" background "white"',
+    script = ['set terminal svg size 900,420 noenhanced font "sans,11" background "white"',
               'set datafile separator "\\t"', "set grid ytics", "set key top left"]
 
     # Figure 1: clustered bars.
@@ -224,7 +224,7 @@ def plots(rep, out_dir):
                 f.write("\n\n")
     if sizes:
         made.append("contention.svg")
-        script += [f'set output "{out_dir}/contention.svg"', "set terminal svg size 1200,700",
+        script += [f'set output "{out_dir}/contention.svg"', "set terminal svg size 1200,700 noenhanced",
                    f"set multiplot layout 2,{len(sizes)} title "
                    '"Contention: warmpool (red) vs soci::connection_pool (blue); '
                    'solid = no work, dashed = spin"',
@@ -245,7 +245,7 @@ def plots(rep, out_dir):
                     f'"{d}" index 0 using 1:{b} with linespoints lc rgb "blue" dt 1, '
                     f'"{d}" index 1 using 1:{a} with linespoints lc rgb "red" dt 2, '
                     f'"{d}" index 1 using 1:{b} with linespoints lc rgb "blue" dt 2')
-        script += ["unset multiplot", "unset logscale", "set terminal svg size 900,420",
+        script += ["unset multiplot", "unset logscale", "set terminal svg size 900,420 noenhanced",
                    "unset xlabel", "set yrange [*:*]", "set key top left"]
 
     # Figures 4 and 5: one bar chart per server, log scale.
