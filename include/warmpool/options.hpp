@@ -25,8 +25,10 @@ struct options {
     /// Must be <= max_size.
     std::size_t min_idle = 0;
 
-    /// How long acquire() waits in total: for a free connection, for a connect (with its
-    /// retries) and for validation together. 0 = do not wait for another user at all.
+    /// How long acquire() may take in total: waiting for a free connection, validating it and
+    /// connecting (with retries) together. A ping or connect attempt under way at the deadline
+    /// is bounded by its own limit (validation_timeout; the connect timeout handed to the
+    /// backend). 0 = do not wait for another user at all.
     duration acquire_timeout{30'000};
 
     /// A connection given back less than this long ago is handed out without a ping; one idle

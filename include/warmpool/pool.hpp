@@ -318,7 +318,7 @@ private:
             }
 
             if (s != nullptr) {
-                const close_reason bad = check(*s, now);
+                const close_reason bad = check(*s, now, dl);
                 if (bad == close_reason::none) {
                     acquired(*s, dl, waited);
                     return lease(this, s);
@@ -377,7 +377,7 @@ private:
     // Runs outside the lock on a connection taken from the idle list. Cheap checks first: the
     // expiry and the backend's local state cost nothing, the socket poll one system call, the
     // ping a round trip.
-    close_reason check(slot& s, time_point now) noexcept {
+    close_reason check(slot& s, time_point now, deadline& dl) noexcept {
         const auto wall = detail::cheap_now<wall_clock>();
         if (now >= s.expires) {
             return close_reason::max_lifetime;
@@ -394,6 +394,9 @@ private:
             what = "the server closed the connection while it was idle";
         }
         if (!dead && idle >= opts_.validation_window) {
+            // The acquire deadline runs from here at the latest: a replacement connect after a
+            // failed ping gets only what is left of it.
+            (void)dl.get();
             count([](pool_stats& st) { ++st.pings; });
             if (!Traits::ping(c, opts_.validation_timeout)) {
                 dead = true;

@@ -178,3 +178,23 @@ TEST_CASE("several dead idle connections are all skipped in one acquire") {
     CHECK(p.stats().validation_failures == 3);
     CHECK(p.stats().open == 3);
 }
+
+TEST_CASE("the acquire deadline covers a failed ping and the reconnect after it") {
+    fixture f;
+    auto o = no_expiry();
+    o.validation_timeout = 2s;
+    o.acquire_timeout = 3s;
+    o.connect_backoff_base = 100ms;
+    o.connect_backoff_cap = 100ms;
+    pool p(f.server, o);
+    {
+        auto l = p.acquire();
+        l->ping_hangs = true;
+    }
+    manual_clock::advance(1h);
+    f.server->fail_next(1000, connect_outcome::transient);
+    const auto before = manual_clock::now();
+    CHECK_THROWS_AS((void)p.acquire(), warmpool::connect_error);
+    CHECK(manual_clock::now() - before <= 3s); // 2 s of ping, then retries within the last 1 s
+    CHECK(f.server->connects > 1);
+}
