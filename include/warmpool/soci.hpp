@@ -21,18 +21,17 @@
 // With a backend's macro defined, its name in a connect string selects SOCI's static factory
 // (soci::postgresql, …) instead of SOCI's dynamic loader, and the pool's checks cost:
 //
-//   check            PostgreSQL                    MySQL / MariaDB              SQLite
-//   is_broken        PQstatus: local               socket handle: local         false
-//   in_transaction   PQtransactionStatus: local    server_status flag: local sqlite3_get_autocommit
-//   peer_closed      one poll() (+ a peek and a    one poll()                   false (no socket)
-//                    read only if the socket is
-//                    readable)
-//   ping             one round trip ("" query),    one round trip ("DO 0"),     SELECT 1, in
-//   process
-//                    non-blocking: bounded by the  reply awaited with poll():
-//                    timeout even if the server    bounded by the timeout
-//                    is stopped or unreachable
-//   rollback         one round trip                one round trip               in process
+//   is_broken       PostgreSQL: PQstatus, local.       MySQL: socket handle, local.
+//                   SQLite: false.
+//   in_transaction  PostgreSQL: PQtransactionStatus.   MySQL: the server-status flag.
+//                   SQLite: sqlite3_get_autocommit.    All local, no round trip.
+//   peer_closed     PostgreSQL: one poll(), plus a peek and a read only when readable.
+//                   MySQL: one poll().                 SQLite: false (no socket).
+//   ping            PostgreSQL: one round trip (the empty query), non-blocking, bounded by the
+//                   timeout even when the server is stopped or unreachable.
+//                   MySQL: one round trip ("DO 0"), its reply awaited with poll(), bounded.
+//                   SQLite: SELECT 1, in process.
+//   rollback        PostgreSQL, MySQL: one round trip. SQLite: in process.
 //
 // Without a backend's macro the session is opened through SOCI's dynamic loader and only portable
 // SOCI calls are used: is_broken and peer_closed report false (unless the session was closed),
