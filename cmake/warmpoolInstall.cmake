@@ -42,7 +42,9 @@ install(FILES
         "${CMAKE_CURRENT_LIST_DIR}/Findwarmpool_SOCI.cmake"
         DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
 
-# pkg-config. The core needs only a C++17 compiler and threads.
+# pkg-config. The core needs only a C++17 compiler and threads. The prefix is written relative to
+# the .pc file's own directory, so an installed tree still works after it is moved.
+file(RELATIVE_PATH WARMPOOL_PC_RELATIVE_PREFIX "/prefix/${WARMPOOL_INSTALL_PKGCONFIGDIR}" "/prefix")
 configure_file("${CMAKE_CURRENT_LIST_DIR}/warmpool.pc.in" "${PROJECT_BINARY_DIR}/warmpool.pc"
                @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/warmpool.pc" DESTINATION "${WARMPOOL_INSTALL_PKGCONFIGDIR}")
@@ -51,23 +53,33 @@ install(FILES "${PROJECT_BINARY_DIR}/warmpool.pc" DESTINATION "${WARMPOOL_INSTAL
 # require, so this is written only when SOCI was found by the search (not through a config,
 # whose targets have no flat flags to copy).
 if(TARGET warmpool_soci AND warmpool_SOCI_KIND STREQUAL "module")
-    set(_pc_cflags "-I${warmpool_SOCI_INCLUDE_DIR}")
-    if(warmpool_SOCI_BOOST_INCLUDE_DIR)
-        string(APPEND _pc_cflags " -I${warmpool_SOCI_BOOST_INCLUDE_DIR}")
-    endif()
+    # The compiler's own directories stay out: an explicit -I/usr/include reorders the system
+    # headers and breaks libstdc++'s #include_next.
+    set(_pc_include_dirs "${warmpool_SOCI_INCLUDE_DIR}" "${warmpool_SOCI_BOOST_INCLUDE_DIR}")
+    set(_pc_defs "")
     set(_pc_backend_libs "")
     set(_pc_client_libs "")
     foreach(_b IN LISTS warmpool_SOCI_BACKENDS)
         string(TOUPPER "${_b}" _upper)
-        string(APPEND _pc_cflags " -I${warmpool_SOCI_${_b}_CLIENT_INCLUDE_DIR}"
-                                 " -DWARMPOOL_SOCI_${_upper}=1")
+        list(APPEND _pc_include_dirs "${warmpool_SOCI_${_b}_CLIENT_INCLUDE_DIR}")
+        string(APPEND _pc_defs " -DWARMPOOL_SOCI_${_upper}=1")
         string(APPEND _pc_backend_libs " ${warmpool_SOCI_${_b}_LIBRARY}")
         string(APPEND _pc_client_libs " ${warmpool_SOCI_${_b}_CLIENT_LIBRARY}")
     endforeach()
+    list(REMOVE_DUPLICATES _pc_include_dirs)
+    set(_pc_cflags "")
+    foreach(_dir IN LISTS _pc_include_dirs)
+        if(_dir AND NOT _dir IN_LIST CMAKE_CXX_IMPLICIT_INCLUDE_DIRECTORIES)
+            string(APPEND _pc_cflags " -I${_dir}")
+        endif()
+    endforeach()
+    string(APPEND _pc_cflags "${_pc_defs}")
+    string(STRIP "${_pc_cflags}" _pc_cflags)
     set(_pc_libs "${_pc_backend_libs} ${warmpool_SOCI_CORE_LIBRARY}${_pc_client_libs}")
     foreach(_l IN LISTS CMAKE_DL_LIBS)
         string(APPEND _pc_libs " -l${_l}")
     endforeach()
+    string(STRIP "${_pc_libs}" _pc_libs)
     set(WARMPOOL_PC_SOCI_CFLAGS "${_pc_cflags}")
     set(WARMPOOL_PC_SOCI_LIBS "${_pc_libs}")
     configure_file("${CMAKE_CURRENT_LIST_DIR}/warmpool-soci.pc.in"

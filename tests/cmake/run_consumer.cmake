@@ -100,6 +100,8 @@ if(MODE STREQUAL "find_package")
             run_step("run the pkg-config consumer" "${WORK_DIR}/pc_consumer"
                      "${WORK_DIR}/pc_consumer.db")
         endif()
+    elseif("$ENV{CI}" STREQUAL "true")
+        message(FATAL_ERROR "consumer find_package: pkg-config not found (Debian: pkg-config)")
     else()
         message(STATUS "consumer find_package: pkg-config not found; .pc files not checked")
     endif()
