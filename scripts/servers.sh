@@ -160,10 +160,11 @@ CTL
 _wps_start_mariadb() {
     local port="$1" dir="$WARMPOOL_TEST_SERVERS_DIR/mariadb"
     local mysqld install_db client admin
-    mysqld="$(command -v mariadbd || command -v mysqld || ls /usr/sbin/mariadbd 2>/dev/null)"
-    install_db="$(command -v mariadb-install-db || command -v mysql_install_db)"
-    client="$(command -v mariadb || command -v mysql)"
-    admin="$(command -v mariadb-admin || command -v mysqladmin)"
+    # "|| true": callers may run under set -e, and a missing program is reported below.
+    mysqld="$(command -v mariadbd || command -v mysqld || ls /usr/sbin/mariadbd 2>/dev/null)" || true
+    install_db="$(command -v mariadb-install-db || command -v mysql_install_db)" || true
+    client="$(command -v mariadb || command -v mysql)" || true
+    admin="$(command -v mariadb-admin || command -v mysqladmin)" || true
     if [[ -z "$mysqld" || -z "$install_db" || -z "$client" || -z "$admin" ]]; then
         _wps_fail "MariaDB's server or client not found (Debian: mariadb-server)"
         return 1
@@ -253,8 +254,8 @@ SQL
 # ---------------------------------------------------------------------------------------------
 _wps_start_pgbouncer() {
     local port="$1" pg_port="$2" dir="$WARMPOOL_TEST_SERVERS_DIR/pgbouncer" bouncer pg_bin
-    bouncer="$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null)"
-    pg_bin="$(_wps_pg_bin)"
+    bouncer="$(command -v pgbouncer || ls /usr/sbin/pgbouncer 2>/dev/null)" || true
+    pg_bin="$(_wps_pg_bin)" || true
     if [[ -z "$bouncer" ]]; then
         _wps_fail "pgbouncer not found (Debian: pgbouncer)"
         return 1
@@ -359,7 +360,9 @@ warmpool_servers_stop() {
     [[ -n "$dir" && -d "$dir" && "$(basename "$dir")" == warmpool-servers.* ]] || return 0
     local ctl
     for ctl in pgbouncer_ctl mysql_ctl; do
-        [[ -x "$dir/$ctl" ]] && "$dir/$ctl" stop >/dev/null 2>&1
+        if [[ -x "$dir/$ctl" ]]; then
+            "$dir/$ctl" stop >/dev/null 2>&1 || true
+        fi
     done
     if [[ -x "$dir/pg_ctl" ]]; then
         "$dir/pg_ctl" stop >/dev/null 2>&1 || "$dir/pg_ctl" kill >/dev/null 2>&1
@@ -367,7 +370,7 @@ warmpool_servers_stop() {
     # Last resort for anything that ignored its stop: only pids from our own pid files.
     local pidf pid
     for pidf in "$dir/pgbouncer/pgbouncer.pid" "$dir/mariadb/mysqld.pid" "$dir/postgresql/data/postmaster.pid"; do
-        pid="$(head -n 1 "$pidf" 2>/dev/null)"
+        pid="$(head -n 1 "$pidf" 2>/dev/null)" || true
         if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
             kill -KILL "$pid" 2>/dev/null
         fi
