@@ -158,11 +158,11 @@ class Report:
             ratio = lambda a, b: (fmt(a / b) + "×") if a and b else "–"
             body.append([case.replace("clients=", ""), fmt(theirs), fmt(ours),
                          f"**{ratio(ours, theirs)}**", fmt(ext), ratio(ours, ext), fmt(own),
-                         ratio(ours, own)])
+                         fmt(self.get("pgbench", case, "pooled/unpooled", "ratio")) + "×"])
         return table(["clients", "pgbench -S tps", "warmpool + SOCI tps",
                       "warmpool + SOCI / pgbench -S", "pgbench -S -M extended tps",
                       "warmpool + SOCI / pgbench -M extended", "SOCI, a session per thread tps",
-                      "warmpool + SOCI / SOCI unpooled"], body) + self.skipped("pgbench")
+                      "warmpool + SOCI / SOCI unpooled (interleaved)"], body) + self.skipped("pgbench")
 
     def compile(self):
         body = []

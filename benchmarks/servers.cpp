@@ -256,43 +256,36 @@ void pgbench_like(context& ctx) {
         clients.push_back(static_cast<int>(std::strtol(p, &end, 10)));
         p = (*end == ',') ? end + 1 : end;
     }
-    const auto measure = [&](int n, bool pooled) {
-        std::unique_ptr<warmpool::soci_pool> pool;
-        if (pooled) {
-            pool = warm_pool<warmpool::soci_pool>(cs, static_cast<std::size_t>(n));
-        }
-        std::atomic<bool> stop{false};
+    // Transactions per second of n threads for `slice` seconds, each taking a connection from
+    // `pool` per transaction, or (pool == nullptr) using its own session from `own`.
+    const auto measure = [&](int n, warmpool::soci_pool* pool,
+                             std::vector<std::unique_ptr<soci::session>>& own, double slice) {
+        std::atomic<bool> stop{false}, go{false};
         std::atomic<long long> done{0};
         std::atomic<int> ready{0};
-        std::atomic<bool> go{false};
         std::vector<std::thread> threads;
         for (int t = 0; t < n; ++t) {
             threads.emplace_back([&, t] {
                 // pgbench -S: one SELECT of a random account per transaction, autocommit.
-                std::minstd_rand rng(static_cast<unsigned>(12345 + t));
+                thread_local std::minstd_rand rng(static_cast<unsigned>(12345 + t));
                 std::uniform_int_distribution<int> pick(1, static_cast<int>(100000 * scale));
-                std::unique_ptr<soci::session> own; // the baseline: one session per thread
-                if (!pooled) {
-                    own = std::make_unique<soci::session>(soci::postgresql,
-                                                          cs.substr(cs.find("://") + 3));
-                }
-                ++ready;
-                while (!go.load()) {
-                    std::this_thread::yield();
-                }
-                long long mine = 0;
                 const auto one = [&](soci::session& sql) {
                     int aid = pick(rng), abalance = 0;
                     sql << "SELECT abalance FROM pgbench_accounts WHERE aid = :aid", soci::use(aid),
                         soci::into(abalance);
                     keep(abalance);
                 };
+                ++ready;
+                while (!go.load()) {
+                    std::this_thread::yield();
+                }
+                long long mine = 0;
                 while (!stop.load(std::memory_order_relaxed)) {
-                    if (pooled) {
+                    if (pool != nullptr) {
                         auto sql = pool->acquire();
                         one(*sql);
                     } else {
-                        one(*own);
+                        one(*own[static_cast<std::size_t>(t)]);
                     }
                     ++mine;
                 }
@@ -304,7 +297,7 @@ void pgbench_like(context& ctx) {
         }
         const auto start = wall::now();
         go = true;
-        std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+        std::this_thread::sleep_for(std::chrono::duration<double>(slice));
         stop = true;
         const double elapsed = seconds_since(start);
         for (auto& th : threads) {
@@ -313,15 +306,35 @@ void pgbench_like(context& ctx) {
         return static_cast<double>(done.load()) / elapsed;
     };
     for (const int n : clients) {
-        const double pooled = measure(n, true);
-        const double own = measure(n, false);
-        say("  clients=%d  warmpool + SOCI %.0f tps, a SOCI session per thread (no pool) %.0f "
-            "tps\n",
-            n, pooled, own);
-        record(ctx, "pgbench", "clients=" + std::to_string(n), "warmpool + SOCI", "tps", pooled,
-               "tx/s");
+        auto pool = warm_pool<warmpool::soci_pool>(cs, static_cast<std::size_t>(n));
+        std::vector<std::unique_ptr<soci::session>> own; // the baseline: a session per thread
+        for (int t = 0; t < n; ++t) {
+            own.push_back(
+                std::make_unique<soci::session>(soci::postgresql, cs.substr(cs.find("://") + 3)));
+        }
+        // Interleaved slices, as in the other figures: `seconds` of each in total.
+        const int rounds = ctx.smoke ? 1 : 10;
+        const double slice = seconds / rounds;
+        std::vector<double> pooled, unpooled;
+        for (int r = 0; r < rounds; ++r) {
+            if (r % 2 == 0) {
+                pooled.push_back(measure(n, pool.get(), own, slice));
+                unpooled.push_back(measure(n, nullptr, own, slice));
+            } else {
+                unpooled.push_back(measure(n, nullptr, own, slice));
+                pooled.push_back(measure(n, pool.get(), own, slice));
+            }
+        }
+        const double p = median(pooled), u = median(unpooled);
+        const double ratio = median_ratio(pooled, unpooled);
+        say("  clients=%d  warmpool + SOCI %.0f tps, a SOCI session per thread (no pool) %.0f tps "
+            "(%.2fx)\n",
+            n, p, u, ratio);
+        record(ctx, "pgbench", "clients=" + std::to_string(n), "warmpool + SOCI", "tps", p, "tx/s");
         record(ctx, "pgbench", "clients=" + std::to_string(n), "SOCI, a session per thread", "tps",
-               own, "tx/s");
+               u, "tx/s");
+        record(ctx, "pgbench", "clients=" + std::to_string(n), "pooled/unpooled", "ratio", ratio,
+               "x");
     }
 }
 
