@@ -122,6 +122,7 @@ void single_slot(context&);
 void reuse(context&);
 void thaw(context&);
 void pgbench_like(context&);
+void profile(context&);
 
 /// Prints to stdout, flushed, so progress shows as it happens under scripts/bench's tee.
 void say(const char* format, ...) __attribute__((format(printf, 1, 2)));

@@ -8,6 +8,7 @@
 
 #include <soci/sqlite3/soci-sqlite3.h>
 
+#include <cstdlib>
 #include <stdexcept>
 
 namespace bench {
@@ -121,6 +122,45 @@ void single_slot(context& ctx) {
     record(ctx, "single_slot", "SQLite", "added by warmpool", "difference", added, "ns");
     const auto st = pool.stats();
     expect(st.created == 1 && st.pings == 0, "the single slot reconnected or pinged while warm");
+}
+
+// For instruction counts, which unlike times repeat exactly from run to run:
+//   valgrind --tool=callgrind --toggle-collect='*bench::profiled_cycles*'
+//       warmpool_bench profile --subject=sqlite --iterations=100000
+// (one command line); instructions per cycle = callgrind's total / iterations.
+template <class F>
+__attribute__((noinline)) void profiled_cycles(long n, F&& cycle) {
+    for (long i = 0; i < n; ++i) {
+        cycle();
+    }
+}
+
+void profile(context& ctx) {
+    const std::string subject = ctx.arg("subject", "noop");
+    const long n = ctx.smoke ? 100 : std::atol(ctx.arg("iterations", "100000").c_str());
+    if (subject == "noop") {
+        auto warm = warm_pool<noop_pool>({}, pool_size);
+        profiled_cycles(n, [&] {
+            auto lease = warm->acquire();
+            keep(lease.get());
+        });
+    } else if (subject == "sqlite") {
+        auto warm = warm_pool<warmpool::soci_pool>("sqlite3://db=:memory:", pool_size);
+        profiled_cycles(n, [&] {
+            auto lease = warm->acquire();
+            keep(lease.get());
+        });
+    } else if (subject == "soci") {
+        soci::connection_pool soci_pool(pool_size);
+        profiled_cycles(n, [&] {
+            const std::size_t pos = soci_pool.lease();
+            keep(pos);
+            soci_pool.give_back(pos);
+        });
+    } else {
+        throw std::invalid_argument("--subject must be noop, sqlite or soci");
+    }
+    say("  %ld checkout cycles of %s\n", n, subject.c_str());
 }
 
 } // namespace bench

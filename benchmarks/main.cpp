@@ -112,6 +112,8 @@ const bench::scenario scenarios[] = {
      bench::thaw},
     {"pgbench_like", "6: pgbench -S's transaction through warmpool + SOCI (--clients=1,8)",
      bench::pgbench_like},
+    {"profile", "cycles of one --subject (noop, sqlite, soci) for callgrind; not run by default",
+     bench::profile},
 };
 
 int usage(int status) {
@@ -171,7 +173,9 @@ int main(int argc, char** argv) {
     }
     if (chosen.empty()) {
         for (const auto& s : scenarios) {
-            chosen.push_back(&s);
+            if (std::strcmp(s.name, "profile") != 0) {
+                chosen.push_back(&s);
+            }
         }
     }
     int failures = 0;
