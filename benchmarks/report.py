@@ -148,21 +148,43 @@ class Report:
                       "ping / warm", "reconnect / warm"], body) + self.skipped("thaw")
 
     def pgbench(self):
-        body = []
+        # scripts/bench runs pgbench and the pool in alternating turns ("clients=N turn=K"):
+        # medians over turns, and the median of the per-turn ratios.
+        turns = collections.defaultdict(list)
         for case in self.order.get("pgbench", []):
-            g = lambda s: self.get("pgbench", case, s, "tps")
-            ours, theirs, ext = g("warmpool + SOCI"), g("pgbench -S"), g("pgbench -S -M extended")
-            own = g("SOCI, a session per thread")
+            if case.startswith("clients="):
+                turns[case.split()[0]].append(case)
+        body = []
+        for clients, cases in turns.items():
+            def col(subject, metric="tps"):
+                return [self.get("pgbench", c, subject, metric) for c in cases]
+
+            def per_turn(a, b):
+                return [x / y for x, y in zip(col(a), col(b)) if x and y]
+
+            def med(values):
+                values = sorted(v for v in values if v is not None)
+                if not values:
+                    return None
+                n = len(values)
+                return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+            ours, theirs = med(col("warmpool + SOCI")), med(col("pgbench -S"))
             if ours is None or theirs is None:
                 continue
-            ratio = lambda a, b: (fmt(a / b) + "×") if a and b else "–"
-            body.append([case.replace("clients=", ""), fmt(theirs), fmt(ours),
-                         f"**{ratio(ours, theirs)}**", fmt(ext), ratio(ours, ext), fmt(own),
-                         fmt(self.get("pgbench", case, "pooled/unpooled", "ratio")) + "×"])
-        return table(["clients", "pgbench -S tps", "warmpool + SOCI tps",
-                      "warmpool + SOCI / pgbench -S", "pgbench -S -M extended tps",
-                      "warmpool + SOCI / pgbench -M extended", "SOCI, a session per thread tps",
-                      "warmpool + SOCI / SOCI unpooled (interleaved)"], body) + self.skipped("pgbench")
+            vs_simple = med(per_turn("warmpool + SOCI", "pgbench -S"))
+            vs_ext = med(per_turn("warmpool + SOCI", "pgbench -S -M extended"))
+            body.append([clients.replace("clients=", ""), str(len(cases)), fmt(theirs),
+                         fmt(med(col("pgbench -S -M extended"))), fmt(ours),
+                         f"**{fmt(vs_simple)}×**", (fmt(vs_ext) + "×") if vs_ext else "–",
+                         fmt(med(col("SOCI, a session per thread"))),
+                         fmt(med(col("pooled/unpooled", "ratio"))) + "×"])
+        return table(["clients", "turns", "pgbench -S tps", "pgbench -S -M extended tps",
+                      "warmpool + SOCI tps", "warmpool + SOCI / pgbench -S",
+                      "warmpool + SOCI / pgbench -S -M extended",
+                      "SOCI, a session per thread tps",
+                      "warmpool + SOCI / SOCI unpooled (interleaved)"], body) + \
+            self.skipped("pgbench")
 
     def compile(self):
         body = []

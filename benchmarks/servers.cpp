@@ -330,11 +330,10 @@ void pgbench_like(context& ctx) {
         say("  clients=%d  warmpool + SOCI %.0f tps, a SOCI session per thread (no pool) %.0f tps "
             "(%.2fx)\n",
             n, p, u, ratio);
-        record(ctx, "pgbench", "clients=" + std::to_string(n), "warmpool + SOCI", "tps", p, "tx/s");
-        record(ctx, "pgbench", "clients=" + std::to_string(n), "SOCI, a session per thread", "tps",
-               u, "tx/s");
-        record(ctx, "pgbench", "clients=" + std::to_string(n), "pooled/unpooled", "ratio", ratio,
-               "x");
+        const std::string label = ctx.arg("case", "clients=" + std::to_string(n));
+        record(ctx, "pgbench", label, "warmpool + SOCI", "tps", p, "tx/s");
+        record(ctx, "pgbench", label, "SOCI, a session per thread", "tps", u, "tx/s");
+        record(ctx, "pgbench", label, "pooled/unpooled", "ratio", ratio, "x");
     }
 }
 
