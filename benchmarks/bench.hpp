@@ -1,4 +1,4 @@
-// warmpool's benchmark driver: shared helpers.
+// warmpool's benchmark driver: shared utilities.
 // SPDX-License-Identifier: BSL-1.0
 #pragma once
 

@@ -194,7 +194,7 @@ class Report:
             if w is None or s is None:
                 continue
             body.append([f"`{case}`", fmt(w), fmt(s), f"**{fmt(w / s)}×**", fmt(w - s)])
-        return table(["g++", "with <warmpool/soci.hpp> s", "<soci/soci.h> only s",
+        return table(["g++", "with `<warmpool/soci.hpp>` s", "`<soci/soci.h>` only s",
                       "ratio", "added s"], body)
 
 
