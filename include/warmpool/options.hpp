@@ -31,6 +31,14 @@ struct options {
     /// backend). 0 = do not wait for another user at all.
     duration acquire_timeout{30'000};
 
+    /// Waiting callers are served first come, first served. A connection given back goes
+    /// straight to the longest waiter once that caller has waited this long; before that it goes
+    /// back to the pool and the longest waiter is woken to take it, unless a running thread
+    /// takes it first. That head start spares a thread wakeup per checkout when callers
+    /// outnumber connections, and bounds the longest waiter's extra wait to about this long.
+    /// 0 = always hand over directly (strict first come, first served).
+    duration handoff_after{1};
+
     /// A connection given back less than this long ago is handed out without a ping; one idle
     /// longer is pinged first. Idle time is the larger of monotonic and wall-clock time, so a
     /// process or VM frozen while the monotonic clock stood still is still noticed.
@@ -116,6 +124,7 @@ struct options {
                                  std::to_string(max_size) + ")");
         }
         non_negative("acquire_timeout", acquire_timeout);
+        non_negative("handoff_after", handoff_after);
         non_negative("validation_window", validation_window);
         non_negative("socket_check_after", socket_check_after);
         non_negative("idle_timeout", idle_timeout);

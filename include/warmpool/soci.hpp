@@ -250,14 +250,17 @@ inline backend_kind kind_of(soci::session& s) noexcept {
         return backend_kind::none; // closed by its user
     }
     try {
+        // Compared as string_views: the length first, then an inlined memcmp; std::string ==
+        // const char* calls strlen and compare out of line, several times per checkout.
         const std::string name = backend->get_backend_name();
-        if (name == "postgresql") {
+        const std::string_view n = name;
+        if (n == std::string_view("postgresql")) {
             return backend_kind::postgresql;
         }
-        if (name == "mysql") {
+        if (n == std::string_view("mysql")) {
             return backend_kind::mysql;
         }
-        if (name == "sqlite3") {
+        if (n == std::string_view("sqlite3")) {
             return backend_kind::sqlite3;
         }
     } catch (...) {

@@ -199,6 +199,14 @@ struct options {
     /// backend). 0 = do not wait for another user at all.
     duration acquire_timeout{30'000};
 
+    /// Waiting callers are served first come, first served. A connection given back goes
+    /// straight to the longest waiter once that caller has waited this long; before that it goes
+    /// back to the pool and the longest waiter is woken to take it, unless a running thread
+    /// takes it first. That head start spares a thread wakeup per checkout when callers
+    /// outnumber connections, and bounds the longest waiter's extra wait to about this long.
+    /// 0 = always hand over directly (strict first come, first served).
+    duration handoff_after{1};
+
     /// A connection given back less than this long ago is handed out without a ping; one idle
     /// longer is pinged first. Idle time is the larger of monotonic and wall-clock time, so a
     /// process or VM frozen while the monotonic clock stood still is still noticed.
@@ -284,6 +292,7 @@ struct options {
                                  std::to_string(max_size) + ")");
         }
         non_negative("acquire_timeout", acquire_timeout);
+        non_negative("handoff_after", handoff_after);
         non_negative("validation_window", validation_window);
         non_negative("socket_check_after", socket_check_after);
         non_negative("idle_timeout", idle_timeout);
@@ -798,7 +807,8 @@ private:
         time_point last_used{};
         wall_time_point last_used_wall{};
         time_point leased_at{};
-        bool idle = false; // in idle_
+        wall_time_point leased_at_wall{}; // the wall clock read at checkout, for give_back()
+        bool idle = false;                // in idle_
         bool leak_reported = false;
         close_reason close_why = close_reason::none;
     };
@@ -810,6 +820,7 @@ private:
         std::condition_variable cv;
         slot* handed = nullptr;   // a connection given to it directly
         bool may_connect = false; // a unit of capacity reserved for it to connect with
+        time_point since{};       // when it started waiting, by Clock
     };
 
     // When acquire() started needing the clock; read lazily so the warm path reads none.
@@ -889,7 +900,9 @@ private:
             }
             slot* s = nullptr;
             bool connect = false;
-            if (waiters_.empty() && !idle_.empty()) {
+            // An idle connection with callers queued exists only while the oldest of them has
+            // waited less than handoff_after (see hand_over_locked): a newcomer may take it.
+            if (!idle_.empty()) {
                 s = idle_.back(); // most recently used: the warmest connection
                 idle_.pop_back();
             } else if (waiters_.empty() && capacity_used_locked() < opts_.max_size) {
@@ -937,10 +950,22 @@ private:
         waiter w;
         waiters_.push_back(&w);
         const auto until = dl.get();
+        w.since = dl.start;
         while (w.handed == nullptr && !w.may_connect && !closed_) {
+            if (!idle_.empty() && waiters_.front() == &w) {
+                // Woken by hand_over_locked for a connection it left in the pool; a newcomer
+                // may have been quicker, in which case this caller waits on, still first.
+                waiters_.pop_front();
+                w.handed = idle_.back();
+                idle_.pop_back();
+                break;
+            }
             if (Clock::now() >= until) {
                 std::string message = timeout_message_locked(dl.timeout); // counts this waiter
                 remove_waiter_locked(&w);
+                if (!idle_.empty() && !waiters_.empty()) {
+                    waiters_.front()->cv.notify_one(); // the next in line may take it now
+                }
                 ++stats_.timeouts;
                 note_wait_locked(dl);
                 throw acquire_timeout(message);
@@ -977,6 +1002,7 @@ private:
     // ping a round trip.
     close_reason check(slot& s, time_point now, deadline& dl) noexcept {
         const auto wall = detail::cheap_now<wall_clock>();
+        s.leased_at_wall = wall;
         if (now >= s.expires) {
             return close_reason::max_lifetime;
         }
@@ -1117,6 +1143,7 @@ private:
                 s->last_used = now;
                 s->last_used_wall = detail::cheap_now<wall_clock>();
                 s->leased_at = now;
+                s->leased_at_wall = s->last_used_wall;
                 s->index = all_.size();
                 all_.push_back(std::move(fresh));
                 ++stats_.created;
@@ -1230,7 +1257,12 @@ private:
                     doomed = remove_locked(s);
                 } else {
                     s->last_used = now;
-                    s->last_used_wall = detail::cheap_now<wall_clock>();
+                    // The wall clock read at checkout plus the monotonic time held saves a clock
+                    // read. A freeze during the lease can only make the next idle time look
+                    // longer than it is: one ping more, never a dead connection missed.
+                    s->last_used_wall = s->leased_at_wall +
+                                        std::chrono::duration_cast<typename wall_clock::duration>(
+                                            now - s->leased_at);
                     hand_over_locked(s, now);
                 }
             }
@@ -1251,20 +1283,28 @@ private:
         return doomed ? doomed->id : s->id;
     }
 
-    // A connection becomes free: the longest waiter gets it, else it goes on top of the idle
-    // stack (most recently used last, so checkout takes the warmest).
+    // A connection becomes free. A caller that has waited handoff_after or longer gets it
+    // directly, first come, first served. Below that it goes back on top of the idle stack (most
+    // recently used last, so checkout takes the warmest) and the longest waiter is woken to take
+    // it, unless a running thread takes it first: handing every connection to a sleeping thread
+    // would cost a wakeup per checkout whenever callers outnumber connections, while a bounded
+    // head start keeps the wait of the longest waiter within about handoff_after.
     void hand_over_locked(slot* s, time_point now) {
         if (!waiters_.empty()) {
             waiter* w = waiters_.front();
-            waiters_.pop_front();
-            s->leased_at = now;
-            s->idle = false;
-            w->handed = s;
+            if (opts_.handoff_after.count() == 0 ||
+                Clock::now() - w->since >= opts_.handoff_after) {
+                waiters_.pop_front();
+                s->leased_at = now;
+                s->idle = false;
+                w->handed = s;
+                w->cv.notify_one();
+                return;
+            }
             w->cv.notify_one();
-        } else {
-            s->idle = true;
-            idle_.push_back(s);
         }
+        s->idle = true;
+        idle_.push_back(s);
     }
 
     // Open connections, connects in progress and closes in progress: what the server may see.
@@ -2115,14 +2155,17 @@ inline backend_kind kind_of(soci::session& s) noexcept {
         return backend_kind::none; // closed by its user
     }
     try {
+        // Compared as string_views: the length first, then an inlined memcmp; std::string ==
+        // const char* calls strlen and compare out of line, several times per checkout.
         const std::string name = backend->get_backend_name();
-        if (name == "postgresql") {
+        const std::string_view n = name;
+        if (n == std::string_view("postgresql")) {
             return backend_kind::postgresql;
         }
-        if (name == "mysql") {
+        if (n == std::string_view("mysql")) {
             return backend_kind::mysql;
         }
-        if (name == "sqlite3") {
+        if (n == std::string_view("sqlite3")) {
             return backend_kind::sqlite3;
         }
     } catch (...) {

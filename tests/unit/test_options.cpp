@@ -26,6 +26,7 @@ TEST_CASE("defaults are the documented ones") {
     CHECK(o.max_size == 10);
     CHECK(o.min_idle == 0);
     CHECK(o.acquire_timeout == 30s);
+    CHECK(o.handoff_after == 1ms);
     CHECK(o.validation_window == 500ms);
     CHECK(o.validation_timeout == 5s);
     CHECK(o.socket_check_after == 0ms);
@@ -64,6 +65,10 @@ TEST_CASE("an invalid option is rejected at construction, naming the field") {
     o = options{};
     o.acquire_timeout = -1ms;
     CHECK(rejection(o).find("options::acquire_timeout is -1 ms") != std::string::npos);
+
+    o = options{};
+    o.handoff_after = -1ms;
+    CHECK(rejection(o).find("options::handoff_after is -1 ms") != std::string::npos);
 
     o = options{};
     o.idle_timeout = -5ms;

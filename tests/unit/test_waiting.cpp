@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <future>
 #include <string>
 #include <thread>
 #include <vector>
@@ -79,7 +80,7 @@ TEST_CASE("acquire(timeout) overrides options::acquire_timeout") {
     CHECK(manual_clock::now() - before == 40ms);
 }
 
-TEST_CASE("a given-back connection goes straight to the waiter") {
+TEST_CASE("a given-back connection reaches the waiter") {
     fixture f;
     manual_clock::set_auto_advance(false);
     warmpool::options o;
@@ -115,7 +116,6 @@ TEST_CASE("waiters are served first come, first served") {
         });
         until_waiting(p, static_cast<std::size_t>(i) + 1); // queue them in a known order
     }
-    // A newcomer must not barge in ahead of the queue, even with a connection free.
     held.release();
     for (auto& t : threads) {
         t.join();
@@ -223,4 +223,90 @@ TEST_CASE("close closes idle connections at once and is idempotent") {
     p.close();
     CHECK(f.server->destroyed == 3);
     CHECK_THROWS_AS(p.warm_up(), warmpool::pool_closed);
+}
+
+namespace {
+
+// A caller that acquires on its own thread and holds the lease until told to let go, so the
+// test can look at the pool while the lease is held.
+struct holder {
+    std::promise<void> let_go;
+    std::atomic<int> got{0};
+    std::thread thread;
+
+    explicit holder(pool& p) {
+        thread = std::thread([this, &p, done = let_go.get_future()]() mutable {
+            auto l = p.acquire();
+            got = l->number;
+            done.wait();
+        });
+    }
+    ~holder() {
+        let_go.set_value();
+        thread.join();
+    }
+};
+
+} // namespace
+
+TEST_CASE("a caller that has waited handoff_after is handed the next connection before anyone") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    o.handoff_after = 5ms;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    holder waiter(p);
+    until_waiting(p, 1);
+    manual_clock::advance(5ms);
+    held.release();
+    // Handed over under the lock at release: a newcomer finds nothing, however fast it is.
+    CHECK_FALSE(p.try_acquire().has_value());
+    CHECK(p.stats().idle == 0);
+}
+
+TEST_CASE("handoff_after = 0 hands every given-back connection to the longest waiter") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    o.handoff_after = 0ms;
+    pool p(f.server, o);
+    auto held = p.acquire();
+    holder waiter(p);
+    until_waiting(p, 1);
+    held.release();
+    CHECK_FALSE(p.try_acquire().has_value());
+}
+
+TEST_CASE("connections left in the pool for waiters reach every waiter in turn") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    o.acquire_timeout = 1s;
+    o.handoff_after = 1h; // never hand over directly: leave it in the pool
+    pool p(f.server, o);
+    auto held = p.acquire();
+    std::atomic<int> served{0};
+    std::atomic<int> timed_out{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 2; ++i) {
+        threads.emplace_back([&] {
+            try {
+                auto l = p.acquire();
+                ++served;
+            } catch (const warmpool::acquire_timeout&) {
+                ++timed_out;
+            }
+        });
+        until_waiting(p, static_cast<std::size_t>(i) + 1);
+    }
+    held.release();
+    for (auto& t : threads) {
+        t.join();
+    }
+    CHECK(served == 2);
+    CHECK(timed_out == 0);
 }
