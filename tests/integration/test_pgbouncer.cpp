@@ -26,13 +26,6 @@ namespace {
 using std::chrono::milliseconds;
 using namespace servers;
 
-warmpool::options pool_of(std::size_t max_size) {
-    warmpool::options o;
-    o.max_size = max_size;
-    o.acquire_timeout = milliseconds{10'000};
-    return o;
-}
-
 /// Sessions through PgBouncer, each inside a transaction, opened until one of them holds the
 /// server connection whose backend is `pid`: while they stay open no other client can get it.
 std::vector<std::unique_ptr<soci::session>> pin_backend(const std::string& bouncer, long long pid) {

@@ -7,13 +7,13 @@
 // ids the child and the parent see.
 
 #include "support/real_server.hpp"
+#include "support/server_kind.hpp"
 
 #include <warmpool/soci.hpp>
 
 #include <doctest/doctest.h>
 
 #include <chrono>
-#include <functional>
 #include <string>
 
 namespace {
@@ -21,20 +21,16 @@ namespace {
 using std::chrono::milliseconds;
 using namespace servers;
 
-using server_id = std::function<long long(soci::session&)>;
-
-void parent_keeps_its_connection_across_a_child(const std::string& cs, const server_id& id_of) {
-    warmpool::options o;
-    o.max_size = 1;
-    o.acquire_timeout = milliseconds{10'000};
+void parent_keeps_its_connection_across_a_child(const server_kind& server) {
+    warmpool::options o = pool_of(1);
     o.validation_window = milliseconds{0}; // the parent pings after the fork: proves it answers
-    warmpool::soci_pool pool(cs, o);
+    warmpool::soci_pool pool(need(server.var), o);
 
     long long parent_id = 0;
     std::uint64_t parent_conn = 0;
     {
         auto sql = pool.acquire();
-        parent_id = id_of(*sql);
+        parent_id = server.id_of(*sql);
         parent_conn = sql.connection_id();
     }
     REQUIRE(pool.stats().idle == 1);
@@ -42,7 +38,7 @@ void parent_keeps_its_connection_across_a_child(const std::string& cs, const ser
     child kid([&](child&, std::ostream& report) {
         {
             auto sql = pool.acquire(); // the inherited pool: it must connect anew
-            report << "id=" << id_of(*sql) << "\n";
+            report << "id=" << server.id_of(*sql) << "\n";
         }
         const auto st = pool.stats();
         report << "forks=" << st.forks << "\ncreated=" << st.created << "\n";
@@ -61,7 +57,7 @@ void parent_keeps_its_connection_across_a_child(const std::string& cs, const ser
     {
         auto sql = pool.acquire();
         CHECK(sql.connection_id() == parent_conn);
-        CHECK(id_of(*sql) == parent_id); // the same server session, still answering
+        CHECK(server.id_of(*sql) == parent_id); // the same server session, still answering
     }
     const auto st = pool.stats();
     CHECK(st.created == 1);
@@ -75,7 +71,7 @@ void parent_keeps_its_connection_across_a_child(const std::string& cs, const ser
 TEST_CASE("PostgreSQL: after fork() the child opens its own connection and the parent's keeps "
           "working" *
           skip_without(pg)) {
-    parent_keeps_its_connection_across_a_child(need(pg), pg_backend_pid);
+    parent_keeps_its_connection_across_a_child(postgresql);
 }
 #endif
 
@@ -83,6 +79,6 @@ TEST_CASE("PostgreSQL: after fork() the child opens its own connection and the p
 TEST_CASE("MySQL: after fork() the child opens its own connection and the parent's keeps "
           "working" *
           skip_without(mysql)) {
-    parent_keeps_its_connection_across_a_child(need(mysql), mysql_connection_id);
+    parent_keeps_its_connection_across_a_child(mariadb);
 }
 #endif

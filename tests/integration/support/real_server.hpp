@@ -185,6 +185,15 @@ inline std::unique_ptr<soci::session> admin_session(const std::string& cs) {
     return warmpool::soci_traits::connect(cs, milliseconds{10'000});
 }
 
+/// What most tests against a real server start from: `max_size` connections, and a generous
+/// acquire deadline.
+inline warmpool::options pool_of(std::size_t max_size) {
+    warmpool::options o;
+    o.max_size = max_size;
+    o.acquire_timeout = milliseconds{10'000};
+    return o;
+}
+
 /// The server's id for the session: PostgreSQL's backend pid, MySQL's connection id.
 inline long long pg_backend_pid(soci::session& s) {
     long long pid = 0;
@@ -223,11 +232,6 @@ inline void pg_terminate(soci::session& admin, long long pid) {
 inline bool pg_backend_gone(soci::session& admin, long long pid,
                             milliseconds timeout = milliseconds{10'000}) {
     return eventually([&] { return !pg_backend_exists(admin, pid); }, timeout);
-}
-
-inline bool mysql_connection_gone(soci::session& admin, long long id,
-                                  milliseconds timeout = milliseconds{10'000}) {
-    return eventually([&] { return !mysql_connection_exists(admin, id); }, timeout);
 }
 
 // --- child processes -----------------------------------------------------------------------
