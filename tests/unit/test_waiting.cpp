@@ -21,6 +21,21 @@ void until_waiting(pool& p, std::size_t n) {
     REQUIRE(p.stats().waiting == n);
 }
 
+// A pool of one connection, held by the test, on a clock that moves only when the test moves
+// it: where every test of queued callers starts.
+struct one_held : fixture {
+    pool p;
+    pool::lease held;
+
+    explicit one_held(warmpool::options o = {}) : p(server, one(std::move(o))), held(p.acquire()) {}
+
+    static warmpool::options one(warmpool::options o) {
+        o.max_size = 1;
+        manual_clock::set_auto_advance(false);
+        return o;
+    }
+};
+
 } // namespace
 
 TEST_CASE("acquire times out with the counts, the wait and what to do in its message") {
@@ -81,12 +96,9 @@ TEST_CASE("acquire(timeout) overrides options::acquire_timeout") {
 }
 
 TEST_CASE("a given-back connection reaches the waiter") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
-    warmpool::options o;
-    o.max_size = 1;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f;
+    pool& p = f.p;
+    pool::lease& held = f.held;
     int got = 0;
     std::thread t([&] { got = p.acquire()->number; });
     until_waiting(p, 1);
@@ -99,12 +111,9 @@ TEST_CASE("a given-back connection reaches the waiter") {
 }
 
 TEST_CASE("waiters are served first come, first served") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
-    warmpool::options o;
-    o.max_size = 1;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f;
+    pool& p = f.p;
+    pool::lease& held = f.held;
     std::mutex order_mutex;
     std::vector<int> order;
     std::vector<std::thread> threads;
@@ -124,12 +133,9 @@ TEST_CASE("waiters are served first come, first served") {
 }
 
 TEST_CASE("try_acquire does not take a connection ahead of queued waiters") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
-    warmpool::options o;
-    o.max_size = 1;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f;
+    pool& p = f.p;
+    pool::lease& held = f.held;
     std::thread t([&] { auto l = p.acquire(); });
     until_waiting(p, 1);
     CHECK_FALSE(p.try_acquire().has_value());
@@ -138,12 +144,9 @@ TEST_CASE("try_acquire does not take a connection ahead of queued waiters") {
 }
 
 TEST_CASE("an invalidated connection lets a waiter connect a new one") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
-    warmpool::options o;
-    o.max_size = 1;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f;
+    pool& p = f.p;
+    pool::lease& held = f.held;
     int got = 0;
     std::thread t([&] { got = p.acquire()->number; });
     until_waiting(p, 1);
@@ -154,13 +157,11 @@ TEST_CASE("an invalidated connection lets a waiter connect a new one") {
 }
 
 TEST_CASE("a waiter times out when the clock passes its deadline") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
     warmpool::options o;
-    o.max_size = 1;
     o.acquire_timeout = 5s;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f(o);
+    pool& p = f.p;
+    pool::lease& held = f.held;
     std::atomic<bool> timed_out{false};
     std::thread t([&] {
         try {
@@ -180,12 +181,9 @@ TEST_CASE("a waiter times out when the clock passes its deadline") {
 }
 
 TEST_CASE("close wakes every waiter with pool_closed") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
-    warmpool::options o;
-    o.max_size = 1;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f;
+    pool& p = f.p;
+    pool::lease& held = f.held;
     std::atomic<int> closed{0};
     std::vector<std::thread> threads;
     for (int i = 0; i < 3; ++i) {
@@ -250,13 +248,11 @@ struct holder {
 } // namespace
 
 TEST_CASE("a caller that has waited handoff_after is handed the next connection before anyone") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
     warmpool::options o;
-    o.max_size = 1;
     o.handoff_after = 5ms;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f(o);
+    pool& p = f.p;
+    pool::lease& held = f.held;
     holder waiter(p);
     until_waiting(p, 1);
     manual_clock::advance(5ms);
@@ -267,13 +263,11 @@ TEST_CASE("a caller that has waited handoff_after is handed the next connection 
 }
 
 TEST_CASE("handoff_after = 0 hands every given-back connection to the longest waiter") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
     warmpool::options o;
-    o.max_size = 1;
     o.handoff_after = 0ms;
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f(o);
+    pool& p = f.p;
+    pool::lease& held = f.held;
     holder waiter(p);
     until_waiting(p, 1);
     held.release();
@@ -281,14 +275,12 @@ TEST_CASE("handoff_after = 0 hands every given-back connection to the longest wa
 }
 
 TEST_CASE("connections left in the pool for waiters reach every waiter in turn") {
-    fixture f;
-    manual_clock::set_auto_advance(false);
     warmpool::options o;
-    o.max_size = 1;
     o.acquire_timeout = 1s;
     o.handoff_after = 1h; // never hand over directly: leave it in the pool
-    pool p(f.server, o);
-    auto held = p.acquire();
+    one_held f(o);
+    pool& p = f.p;
+    pool::lease& held = f.held;
     std::atomic<int> served{0};
     std::atomic<int> timed_out{0};
     std::vector<std::thread> threads;
