@@ -159,9 +159,8 @@ TEST_CASE("an invalidated connection lets a waiter connect a new one") {
 TEST_CASE("a waiter times out when the clock passes its deadline") {
     warmpool::options o;
     o.acquire_timeout = 5s;
-    one_held f(o);
+    one_held f(o); // the test's lease stays held throughout
     pool& p = f.p;
-    pool::lease& held = f.held;
     std::atomic<bool> timed_out{false};
     std::thread t([&] {
         try {
