@@ -130,9 +130,7 @@ public:
                 doomed.push_back(remove_locked(s));
             }
         }
-        for (const event& e : leaks) {
-            emit(e);
-        }
+        flush(leaks);
         destroy(std::move(doomed));
         top_up(/*rethrow=*/false);
     }
@@ -287,59 +285,56 @@ private:
             }
         }
         bool waited = false;
-        for (;;) {
-            if (closed_) {
-                throw pool_closed("warmpool: acquire on a closed pool (" + target_ + ")");
-            }
-            slot* s = nullptr;
-            bool connect = false;
-            // An idle connection with callers queued exists only while the oldest of them has
-            // waited less than handoff_after (see hand_over_locked): a newcomer may take it.
-            if (!idle_.empty()) {
-                s = idle_.back(); // most recently used: the warmest connection
-                idle_.pop_back();
-            } else if (waiters_.empty() && capacity_used_locked() < opts_.max_size) {
-                ++connecting_;
-                connect = true;
-            } else if (!may_wait) {
-                return std::nullopt;
-            } else {
-                waited = true;
-                wait_locked(lock, dl, s, connect);
-            }
-            time_point now{};
-            if (s != nullptr) {
-                now = detail::cheap_now<Clock>();
-                s->leased_at = now;
-                s->idle = false;
-                ++stats_.acquired;
-            }
-            const bool fork_event = pending_fork_event_;
-            pending_fork_event_ = false;
-            lock.unlock();
-            if (fork_event) {
-                emit({event_type::forked, 0, close_reason::none, {}, {}});
-            }
-
-            if (s != nullptr) {
-                const close_reason bad = check(*s, now, dl);
-                if (bad == close_reason::none) {
-                    acquired(*s, dl, waited);
-                    return lease(this, s);
-                }
-                // The caller never sees a dead connection: close it and connect a replacement
-                // with the same unit of capacity, so no one queued behind can take it.
-                discard_and_reconnect(s, bad);
-            }
-            slot* fresh = connect_with_retry(dl);
-            acquired(*fresh, dl, waited);
-            return lease(this, fresh);
+        if (closed_) {
+            throw pool_closed("warmpool: acquire on a closed pool (" + target_ + ")");
         }
+        slot* s = nullptr; // stays null when this caller is to connect a new one
+        // An idle connection with callers queued exists only while the oldest of them has
+        // waited less than handoff_after (see hand_over_locked): a newcomer may take it.
+        if (!idle_.empty()) {
+            s = idle_.back(); // most recently used: the warmest connection
+            idle_.pop_back();
+        } else if (waiters_.empty() && capacity_used_locked() < opts_.max_size) {
+            ++connecting_;
+        } else if (!may_wait) {
+            return std::nullopt;
+        } else {
+            waited = true;
+            s = wait_locked(lock, dl);
+        }
+        time_point now{};
+        if (s != nullptr) {
+            now = detail::cheap_now<Clock>();
+            s->leased_at = now;
+            s->idle = false;
+            ++stats_.acquired;
+        }
+        const bool fork_event = pending_fork_event_;
+        pending_fork_event_ = false;
+        lock.unlock();
+        if (fork_event) {
+            emit({event_type::forked, 0, close_reason::none, {}, {}});
+        }
+
+        if (s != nullptr) {
+            const close_reason bad = check(*s, now, dl);
+            if (bad == close_reason::none) {
+                acquired(*s, dl, waited);
+                return lease(this, s);
+            }
+            // The caller never sees a dead connection: close it and connect a replacement
+            // with the same unit of capacity, so no one queued behind can take it.
+            discard_and_reconnect(s, bad);
+        }
+        slot* fresh = connect_with_retry(dl);
+        acquired(*fresh, dl, waited);
+        return lease(this, fresh);
     }
 
-    // Blocks until this caller is handed a connection, is granted capacity to connect, the pool
-    // closes (throws pool_closed) or the deadline passes (throws acquire_timeout).
-    void wait_locked(std::unique_lock<std::mutex>& lock, deadline& dl, slot*& s, bool& connect) {
+    // Blocks until this caller is handed a connection (returned), is granted capacity to connect
+    // (nullptr), the pool closes (throws pool_closed) or the deadline passes (throws
+    // acquire_timeout).
+    slot* wait_locked(std::unique_lock<std::mutex>& lock, deadline& dl) {
         waiter w;
         waiters_.push_back(&w);
         const auto until = dl.get();
@@ -372,8 +367,7 @@ private:
         }
         // Served waiters were already dequeued by whoever served them.
         note_wait_locked(dl);
-        s = w.handed;
-        connect = w.may_connect;
+        return w.handed;
     }
 
     void note_wait_locked(deadline& dl) {
@@ -609,6 +603,7 @@ private:
     // --- give back ---------------------------------------------------------------------------
 
     void give_back(slot* s, bool invalidate) noexcept {
+        const std::uint64_t id = s->id; // s may be freed or handed on once the lock is released
         close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
         bool rolled_back = false;
         if (why == close_reason::none && s->fork_epoch == fork_epoch_seen()) {
@@ -662,18 +657,14 @@ private:
         }
         if (opts_.on_event) {
             if (rolled_back) {
-                emit({event_type::rolled_back, s_id(s, doomed), why, held, {}});
+                emit({event_type::rolled_back, id, why, held, {}});
             }
             if (leak_returned) {
-                emit({event_type::leak_returned, s_id(s, doomed), close_reason::none, held, {}});
+                emit({event_type::leak_returned, id, close_reason::none, held, {}});
             }
-            emit({event_type::released, s_id(s, doomed), close_reason::none, held, {}});
+            emit({event_type::released, id, close_reason::none, held, {}});
         }
         destroy_one(std::move(doomed));
-    }
-
-    static std::uint64_t s_id(slot* s, const std::unique_ptr<slot>& doomed) noexcept {
-        return doomed ? doomed->id : s->id;
     }
 
     // A connection becomes free. A caller that has waited handoff_after or longer gets it

@@ -58,6 +58,21 @@ TEST_CASE("a lease held across a fork is abandoned, not rolled back, when given 
     CHECK(f.server->reap_abandoned() == 1);
 }
 
+TEST_CASE("events for a lease given back across a fork name its connection") {
+    fixture f;
+    pool p(f.server, f.recorded());
+    auto l = p.acquire();
+    pretend_we_are_the_child();
+    l.release(); // the slot is forgotten here; the event must not read it afterwards
+    bool released = false;
+    for (const auto& e : f.events) {
+        released = released || (e.type == event_type::released && e.connection_id == 1);
+    }
+    CHECK(released);
+    p.close();
+    CHECK(f.server->reap_abandoned() == 1);
+}
+
 #if defined(__unix__)
 TEST_CASE("a real fork: the child connects anew and the parent keeps its connection") {
     fixture f;
