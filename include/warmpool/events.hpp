@@ -15,9 +15,10 @@ enum class close_reason : std::uint8_t {
     idle_timeout,      ///< idle longer than options::idle_timeout
     max_lifetime,      ///< older than its (jittered) options::max_lifetime
     validation_failed, ///< the socket showed the server closed it, or a ping failed or timed out
-    broken,            ///< the backend reported it unusable, or a rollback on give-back failed
-    invalidated,       ///< the lease holder called lease::invalidate()
-    pool_closed,       ///< the pool was closed
+    broken,      ///< the backend reported it unusable, or a rollback or reset on give-back failed
+    invalidated, ///< the lease holder called lease::invalidate()
+    pool_closed, ///< the pool was closed
+    rejected_on_release, ///< the traits' reusable() (e.g. soci_config::on_release) said no
 };
 
 /// A stable lower-case name for logs and metrics labels.
@@ -37,6 +38,8 @@ constexpr std::string_view to_string(close_reason r) noexcept {
         return "invalidated";
     case close_reason::pool_closed:
         return "pool_closed";
+    case close_reason::rejected_on_release:
+        return "rejected_on_release";
     }
     return "unknown";
 }
@@ -47,6 +50,7 @@ enum class event_type : std::uint8_t {
     acquired,          ///< a lease was handed out; elapsed = time the caller waited
     released,          ///< a lease came back; elapsed = how long it was held
     rolled_back,       ///< a transaction left open was rolled back on give-back
+    reset,             ///< a connection given back was reset (options::reset_on_release)
     validation_failed, ///< an idle connection failed its socket check or ping
     closed,            ///< a connection closed; reason says why
     leak_suspected,    ///< a lease has been held longer than options::leak_threshold
@@ -66,6 +70,8 @@ constexpr std::string_view to_string(event_type t) noexcept {
         return "released";
     case event_type::rolled_back:
         return "rolled_back";
+    case event_type::reset:
+        return "reset";
     case event_type::validation_failed:
         return "validation_failed";
     case event_type::closed:

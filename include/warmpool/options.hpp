@@ -14,9 +14,14 @@ namespace warmpool {
 
 /// How a pool behaves. A plain aggregate: set the fields you care about, leave the rest.
 /// Every duration is in milliseconds; the pool's constructor rejects invalid values with
-/// std::invalid_argument naming the field (see validate()).
+/// std::invalid_argument naming the field (see validate()). A duration longer than
+/// options::forever (about 100 years; e.g. milliseconds::max()) means "no limit" and is taken as
+/// forever, so no setting can overflow a clock.
 struct options {
     using duration = std::chrono::milliseconds;
+
+    /// About 100 years: longer durations are clamped to it. Far from any clock's overflow.
+    static constexpr duration forever{3'155'760'000'000};
 
     /// Upper bound on open connections, in use and idle together. Must be >= 1.
     std::size_t max_size = 10;
@@ -26,9 +31,10 @@ struct options {
     std::size_t min_idle = 0;
 
     /// How long acquire() may take in total: waiting for a free connection, validating it and
-    /// connecting (with retries) together. A ping or connect attempt under way at the deadline
-    /// is bounded by its own limit (validation_timeout; the connect timeout handed to the
-    /// backend). 0 = do not wait for another user at all.
+    /// connecting (with retries) together. acquire() starts no ping and no connect attempt after
+    /// its deadline, so it returns within acquire_timeout plus the one call under way at the
+    /// deadline: a ping (at most validation_timeout) or a connect attempt (at most the connect
+    /// timeout handed to the backend). 0 = do not wait for another user at all.
     duration acquire_timeout{30'000};
 
     /// Waiting callers are served first come, first served. A connection given back goes
@@ -44,8 +50,10 @@ struct options {
     /// process or VM frozen while the monotonic clock stood still is still noticed.
     duration validation_window{500};
 
-    /// Upper bound on one ping. A ping that takes longer counts as failed: the connection is
-    /// closed and replaced. Must be > 0.
+    /// Upper bound on one ping, and on the rollback (and reset) at give-back. A ping that takes
+    /// longer counts as failed: the connection is closed and replaced. A rollback or reset that
+    /// takes longer closes the connection, so giving a lease back never blocks for longer.
+    /// Must be > 0.
     duration validation_timeout{5'000};
 
     /// An idle connection is checked for a closed socket (a local poll, no round trip) only
@@ -53,6 +61,8 @@ struct options {
     duration socket_check_after{0};
 
     /// An idle connection unused for this long is closed (down to min_idle). 0 = never.
+    /// Measured on the monotonic clock only: a wall-clock step (NTP, a thaw) forces a ping
+    /// (validation_window), never a mass close and the reconnect storm that would follow.
     duration idle_timeout{600'000};
 
     /// A connection older than this is closed when next idle. Each connection's limit is
@@ -67,8 +77,16 @@ struct options {
     duration connect_backoff_cap{1'000};
 
     /// Connect attempts per acquire, the first included. 0 = as many as the acquire deadline
-    /// allows; 1 = no retry.
+    /// allows; 1 = no retry. try_acquire() makes one attempt at most.
     unsigned connect_attempts = 0;
+
+    /// Return every connection given back to the state of a new one before the next user gets
+    /// it: PostgreSQL DISCARD ALL, MariaDB/MySQL mysql_reset_connection(), then the config's
+    /// per-connection setup again (soci_config::on_connect). Session variables, SET ROLE,
+    /// search_path, temporary tables, prepared statements and advisory locks then never reach
+    /// the next user. Costs one round trip per give-back (bounded by validation_timeout; a reset
+    /// that fails or times out closes the connection). Needs traits with reset(); off by default.
+    bool reset_on_release = false;
 
     /// A lease held longer than this raises one leak_suspected event (and a leak_returned
     /// event when it comes back). 0 = off.

@@ -50,7 +50,8 @@ public:
     /// connection opens on the first acquire() or warm_up().
     explicit basic_pool(config_type config, options opts = {})
         : config_(std::move(config)), opts_(validated(std::move(opts))),
-          target_(Traits::describe(config_)), rng_(seed()) {
+          target_(Traits::describe(config_)), wakeup_(std::make_unique<std::condition_variable>()),
+          rng_(seed()) {
         // Reserved up front so bookkeeping under the lock never allocates.
         all_.reserve(opts_.max_size);
         idle_.reserve(opts_.max_size);
@@ -61,10 +62,27 @@ public:
         }
     }
 
-    /// Closes the pool. Every lease must have been given back before.
+    /// Closes the pool and waits for the housekeeping thread. Every lease must have been given
+    /// back before. Must not run on the pool's own housekeeping thread (from on_event).
     ~basic_pool() {
         close();
+        std::unique_ptr<std::thread> housekeeper;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            housekeeper = std::move(housekeeper_);
+        }
+        if (housekeeper && housekeeper->joinable()) {
+            assert(housekeeper->get_id() != std::this_thread::get_id() &&
+                   "warmpool: a pool destroyed on its own housekeeping thread");
+            housekeeper->join();
+        }
         assert(in_use_count() == 0 && "warmpool: a lease outlived its pool");
+        // Slots leased out when this process forked: their holders lived in the parent. The
+        // connections are the parent's, so they are released unclosed (see notice_fork_locked).
+        for (auto& s : inherited_) {
+            (void)s->conn.release();
+        }
     }
 
     basic_pool(const basic_pool&) = delete;
@@ -83,12 +101,13 @@ public:
             throw std::invalid_argument("warmpool: acquire timeout is " +
                                         std::to_string(timeout.count()) + " ms; it must be >= 0");
         }
-        return *checkout(timeout, /*may_wait=*/true);
+        // milliseconds::max() and the like mean "as long as it takes".
+        return *checkout(std::min(timeout, options::forever), /*may_wait=*/true);
     }
 
     /// A working connection if one is idle or may be opened now; std::nullopt when every
-    /// connection is in use. Never waits for another user; it may connect (with retries bounded
-    /// by options::acquire_timeout) or ping.
+    /// connection is in use. Never waits for another user and never retries: it may ping an
+    /// idle connection, or make one connect attempt (throwing connect_error if it fails).
     [[nodiscard]] std::optional<lease> try_acquire() {
         return checkout(opts_.acquire_timeout, /*may_wait=*/false);
     }
@@ -109,7 +128,6 @@ public:
                 return;
             }
             const auto now = detail::cheap_now<Clock>();
-            const auto wall = detail::cheap_now<wall_clock>();
             scan_leaks_locked(now, leaks);
             // Oldest idle first; keep min_idle open.
             for (std::size_t i = 0; i < idle_.size();) {
@@ -118,7 +136,7 @@ public:
                 if (now >= s->expires) {
                     why = close_reason::max_lifetime;
                 } else if (opts_.idle_timeout.count() > 0 && all_.size() > opts_.min_idle &&
-                           idle_for(*s, now, wall) >= opts_.idle_timeout) {
+                           idle_since(*s, now) >= opts_.idle_timeout) {
                     why = close_reason::idle_timeout;
                 }
                 if (why == close_reason::none) {
@@ -153,14 +171,16 @@ public:
                 for (waiter* w : waiters_) {
                     w->cv.notify_one();
                 }
-                wakeup_.notify_all();
+                wakeup_->notify_all();
             }
-            housekeeper = std::move(housekeeper_);
+            // Called on the housekeeping thread itself (from on_event), the thread is left for
+            // the destructor to join: it returns once it sees closed_.
+            if (housekeeper_ && housekeeper_->get_id() != std::this_thread::get_id()) {
+                housekeeper = std::move(housekeeper_);
+            }
         }
-        if (housekeeper && housekeeper->get_id() != std::this_thread::get_id()) {
+        if (housekeeper) {
             housekeeper->join();
-        } else if (housekeeper) {
-            housekeeper->detach();
         }
         destroy(std::move(doomed));
     }
@@ -233,6 +253,19 @@ private:
 
     static options validated(options o) {
         o.validate();
+        if (o.reset_on_release && !detail::has_reset<Traits>::value) {
+            throw std::invalid_argument(
+                "warmpool::options::reset_on_release is on, but these traits have no reset(): "
+                "turn it off, or give the traits a reset() (see warmpool/traits.hpp)");
+        }
+        // Past about 100 years a duration means "no limit"; clamped once here, every later
+        // conversion to the clocks' nanoseconds and every deadline stays far from overflow.
+        for (options::duration* d :
+             {&o.acquire_timeout, &o.handoff_after, &o.validation_window, &o.validation_timeout,
+              &o.socket_check_after, &o.idle_timeout, &o.max_lifetime, &o.connect_backoff_base,
+              &o.connect_backoff_cap, &o.leak_threshold, &o.housekeeping_interval}) {
+            *d = std::min(*d, options::forever);
+        }
         return o;
     }
 
@@ -245,9 +278,16 @@ private:
         }
     }
 
+    // t + d, or time_point::max() where that would overflow; d is compared in milliseconds,
+    // so converting it to the clock's finer unit happens only once it is known to fit.
     static time_point saturating_add(time_point t, ms d) noexcept {
-        const auto dd = std::chrono::duration_cast<typename Clock::duration>(d);
-        return (time_point::max() - t < dd) ? time_point::max() : t + dd;
+        if (d.count() <= 0) {
+            return t;
+        }
+        if (d >= std::chrono::duration_cast<ms>(time_point::max() - t)) {
+            return time_point::max();
+        }
+        return t + std::chrono::duration_cast<typename Clock::duration>(d);
     }
 
     template <class D>
@@ -260,13 +300,18 @@ private:
         return static_cast<long long>(std::chrono::duration_cast<ms>(d).count());
     }
 
-    // The larger of monotonic and wall-clock idle time: a process frozen while the monotonic clock
-    // stood still (a paused VM, a suspended laptop) still shows its real idle time on the wall
-    // clock, and a wall clock stepped backwards still leaves the monotonic one.
-    ms idle_for(const slot& s, time_point now, wall_time_point wall) const noexcept {
-        const auto mono = std::chrono::duration_cast<ms>(now - s.last_used);
+    // Idle time on the monotonic clock: what closes a connection for idle_timeout.
+    static ms idle_since(const slot& s, time_point now) noexcept {
+        return std::chrono::duration_cast<ms>(now - s.last_used);
+    }
+
+    // The larger of monotonic and wall-clock idle time, for deciding whether to ping: a process
+    // frozen while the monotonic clock stood still (a paused VM, a suspended laptop) still shows
+    // its real idle time on the wall clock, and a wall clock stepped backwards still leaves the
+    // monotonic one. A wall-clock step can only cause a ping, never a close.
+    static ms suspect_idle(const slot& s, time_point now, wall_time_point wall) noexcept {
         const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
-        return std::max(mono, walled);
+        return std::max(idle_since(s, now), walled);
     }
 
     // --- checkout ----------------------------------------------------------------------------
@@ -316,6 +361,8 @@ private:
             emit({event_type::forked, 0, close_reason::none, {}, {}});
         }
 
+        // try_acquire() never waits, so it never backs off to retry either.
+        const unsigned attempts = may_wait ? opts_.connect_attempts : 1;
         if (s != nullptr) {
             const close_reason bad = check(*s, now, dl);
             if (bad == close_reason::none) {
@@ -325,8 +372,25 @@ private:
             // The caller never sees a dead connection: close it and connect a replacement
             // with the same unit of capacity, so no one queued behind can take it.
             discard_and_reconnect(s, bad);
+            // No call starts after the deadline: a ping that ran past it leaves no time to
+            // connect, so acquire() overruns its timeout by one ping or one connect, never both.
+            if (dl.started && Clock::now() > dl.at) {
+                release_capacity();
+                std::string message;
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    ++stats_.timeouts;
+                    message = timeout_message_locked(dl.timeout);
+                }
+                throw acquire_timeout(message +
+                                      " The idle connection failed its check after the "
+                                      "deadline had passed, so no replacement was "
+                                      "opened; validation_timeout (" +
+                                      std::to_string(opts_.validation_timeout.count()) +
+                                      " ms) should be well below the acquire timeout.");
+            }
         }
-        slot* fresh = connect_with_retry(dl);
+        slot* fresh = connect_with_retry(dl, attempts);
         acquired(*fresh, dl, waited);
         return lease(this, fresh);
     }
@@ -346,14 +410,13 @@ private:
                 waiters_.pop_front();
                 w.handed = idle_.back();
                 idle_.pop_back();
+                wake_front_for_idle_locked(); // two came back at once: the next takes the other
                 break;
             }
             if (Clock::now() >= until) {
                 std::string message = timeout_message_locked(dl.timeout); // counts this waiter
                 remove_waiter_locked(&w);
-                if (!idle_.empty() && !waiters_.empty()) {
-                    waiters_.front()->cv.notify_one(); // the next in line may take it now
-                }
+                wake_front_for_idle_locked(); // the next in line may take it now
                 ++stats_.timeouts;
                 note_wait_locked(dl);
                 throw acquire_timeout(message);
@@ -393,10 +456,10 @@ private:
         if (now >= s.expires) {
             return close_reason::max_lifetime;
         }
-        const ms idle = idle_for(s, now, wall);
-        if (opts_.idle_timeout.count() > 0 && idle >= opts_.idle_timeout) {
+        if (opts_.idle_timeout.count() > 0 && idle_since(s, now) >= opts_.idle_timeout) {
             return close_reason::idle_timeout;
         }
+        const ms idle = suspect_idle(s, now, wall);
         connection_type& c = *s.conn;
         bool dead = Traits::is_broken(c);
         const char* what = "the backend reported the connection broken";
@@ -447,9 +510,10 @@ private:
     }
 
     // Called holding one unit of capacity (counted in connecting_). Opens a connection with
-    // full-jitter backoff on transient failures; on giving up, frees the capacity for the next
-    // waiter and throws.
-    slot* connect_with_retry(deadline& dl) {
+    // full-jitter backoff on transient failures, making at most `max_attempts` attempts (0 = as
+    // many as the deadline allows); on giving up, frees the capacity for the next waiter and
+    // throws.
+    slot* connect_with_retry(deadline& dl, unsigned max_attempts) {
         std::unique_ptr<slot> fresh;
         try {
             fresh = std::make_unique<slot>();
@@ -488,23 +552,24 @@ private:
             emit({event_type::connect_failed, 0, close_reason::none,
                   micros(Clock::now() - attempt_start), last_error});
 
-            const bool out_of_attempts =
-                opts_.connect_attempts != 0 && attempts >= opts_.connect_attempts;
+            const bool out_of_attempts = max_attempts != 0 && attempts >= max_attempts;
             if (!transient || out_of_attempts) {
-                give_up_connect(connect_failure_message(last_error, transient, attempts, dl),
-                                transient);
+                give_up_connect(
+                    connect_failure_message(last_error, transient, attempts, max_attempts, dl),
+                    transient);
             }
             const auto pause = backoff(attempts);
             if (saturating_add(Clock::now(), pause) >= until) {
-                give_up_connect(connect_failure_message(last_error, transient, attempts, dl) +
-                                    " The acquire deadline (" + std::to_string(dl.timeout.count()) +
-                                    " ms) left no time for another attempt.",
-                                transient);
+                give_up_connect(
+                    connect_failure_message(last_error, transient, attempts, max_attempts, dl) +
+                        " The acquire deadline (" + std::to_string(dl.timeout.count()) +
+                        " ms) left no time for another attempt.",
+                    transient);
             }
             std::unique_lock<std::mutex> lock(mutex_);
             const auto resume = saturating_add(Clock::now(), pause);
             while (!closed_ && Clock::now() < resume) {
-                detail::wait_until<Clock>(wakeup_, lock, resume);
+                detail::wait_until<Clock>(*wakeup_, lock, resume);
             }
             if (closed_) {
                 lock.unlock();
@@ -561,16 +626,17 @@ private:
     }
 
     std::string connect_failure_message(const std::string& last, bool transient, unsigned attempts,
-                                        deadline& dl) const {
+                                        unsigned max_attempts, deadline& dl) const {
         std::string m = "warmpool: could not connect to " + target_ + ": " + last + " (";
         m += std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
         m += " in " + std::to_string(millis(Clock::now() - dl.start)) + " ms).";
         if (!transient) {
             m += " The failure is permanent, so it was not retried: check the connect string, "
                  "credentials and database name.";
-        } else if (opts_.connect_attempts != 0 && attempts >= opts_.connect_attempts) {
-            m += " options::connect_attempts (" + std::to_string(opts_.connect_attempts) +
-                 ") reached.";
+        } else if (max_attempts == 1 && opts_.connect_attempts != 1) {
+            m += " try_acquire() makes one attempt and never retries.";
+        } else if (max_attempts != 0 && attempts >= max_attempts) {
+            m += " options::connect_attempts (" + std::to_string(max_attempts) + ") reached.";
         }
         return m;
     }
@@ -594,70 +660,67 @@ private:
             return time_point::max();
         }
         // Up to 2.5% earlier, so connections opened together do not expire together.
-        const auto life = std::chrono::duration_cast<typename Clock::duration>(opts_.max_lifetime);
+        // In milliseconds: even options::forever times 250 fits, where nanoseconds would not.
         std::uniform_int_distribution<long long> pick(0, 250);
-        const auto shave = life * pick(rng_) / 10'000;
-        return saturating_add(now, std::chrono::duration_cast<ms>(life - shave));
+        const ms shave = opts_.max_lifetime * pick(rng_) / 10'000;
+        return saturating_add(now, opts_.max_lifetime - shave);
     }
 
     // --- give back ---------------------------------------------------------------------------
 
     void give_back(slot* s, bool invalidate) noexcept {
         const std::uint64_t id = s->id; // s may be freed or handed on once the lock is released
-        close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
-        bool rolled_back = false;
-        if (why == close_reason::none && s->fork_epoch == fork_epoch_seen()) {
-            connection_type& c = *s->conn;
-            if (Traits::is_broken(c)) {
-                why = close_reason::broken;
-            } else if (Traits::in_transaction(c)) {
-                // One user's unfinished transaction must never reach the next user.
-                rolled_back = true;
-                if (!Traits::rollback(c)) {
-                    why = close_reason::broken;
-                }
-            }
+        // A lease held across fork() and given back in the child: the connection is the
+        // parent's. Nothing is sent on it, counted or reported; the slot is freed.
+        if (s->fork_epoch != fork_epoch_seen()) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forget_inherited_locked(s);
+            return;
         }
+        close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             notice_fork_locked();
+            if (s->fork_epoch != fork_epoch_) { // the fork happened while tidying
+                forget_inherited_locked(s);
+                return;
+            }
             const auto now = detail::cheap_now<Clock>();
             held = micros(now - s->leased_at);
             leak_returned = s->leak_reported;
             s->leak_reported = false;
-            if (rolled_back) {
-                ++stats_.rollbacks;
+            stats_.rollbacks += work.rolled_back ? 1 : 0;
+            stats_.resets += work.reset ? 1 : 0;
+            if (why == close_reason::none && closed_) {
+                why = close_reason::pool_closed;
+            } else if (why == close_reason::none && now >= s->expires) {
+                why = close_reason::max_lifetime;
             }
-            if (s->fork_epoch != fork_epoch_) {
-                abandon_locked(s); // a parent's connection, given back in the child
-                wake_next_for_capacity_locked();
+            if (why != close_reason::none) {
+                s->close_why = why;
+                doomed = remove_locked(s);
             } else {
-                if (why == close_reason::none && closed_) {
-                    why = close_reason::pool_closed;
-                } else if (why == close_reason::none && now >= s->expires) {
-                    why = close_reason::max_lifetime;
-                }
-                if (why != close_reason::none) {
-                    s->close_why = why;
-                    doomed = remove_locked(s);
-                } else {
-                    s->last_used = now;
-                    // The wall clock read at checkout plus the monotonic time held saves a clock
-                    // read. A freeze during the lease can only make the next idle time look
-                    // longer than it is: one ping more, never a dead connection missed.
-                    s->last_used_wall = s->leased_at_wall +
-                                        std::chrono::duration_cast<typename wall_clock::duration>(
-                                            now - s->leased_at);
-                    hand_over_locked(s, now);
-                }
+                s->last_used = now;
+                // The wall clock read at checkout plus the monotonic time held saves a clock
+                // read. A freeze during the lease can only make the next idle time look
+                // longer than it is: one ping more, never a dead connection missed.
+                s->last_used_wall =
+                    s->leased_at_wall +
+                    std::chrono::duration_cast<typename wall_clock::duration>(now - s->leased_at);
+                hand_over_locked(s, now);
             }
         }
         if (opts_.on_event) {
-            if (rolled_back) {
+            if (work.rolled_back) {
                 emit({event_type::rolled_back, id, why, held, {}});
+            }
+            if (work.reset) {
+                emit({event_type::reset, id, why, held, {}});
             }
             if (leak_returned) {
                 emit({event_type::leak_returned, id, close_reason::none, held, {}});
@@ -665,6 +728,45 @@ private:
             emit({event_type::released, id, close_reason::none, held, {}});
         }
         destroy_one(std::move(doomed));
+    }
+
+    struct release_work {
+        bool rolled_back = false;
+        bool reset = false;
+    };
+
+    // Outside the lock, on a connection given back: what must happen before anyone else may use
+    // it. Sets `why` when it must be closed instead. Each step is bounded by validation_timeout,
+    // so giving a lease back never blocks longer than that per round trip, even on a hung server.
+    release_work tidy(connection_type& c, close_reason& why) noexcept {
+        release_work done;
+        if (Traits::is_broken(c)) {
+            why = close_reason::broken;
+            return done;
+        }
+        if (Traits::in_transaction(c)) {
+            // One user's unfinished transaction must never reach the next user.
+            done.rolled_back = true;
+            if (!Traits::rollback(c, opts_.validation_timeout)) {
+                why = close_reason::broken;
+                return done;
+            }
+        }
+        if constexpr (detail::has_reset<Traits>::value) {
+            if (opts_.reset_on_release) {
+                done.reset = true;
+                if (!Traits::reset(c, config_, opts_.validation_timeout)) {
+                    why = close_reason::broken;
+                    return done;
+                }
+            }
+        }
+        if constexpr (detail::has_reusable<Traits>::value) {
+            if (!Traits::reusable(c, config_)) {
+                why = close_reason::rejected_on_release;
+            }
+        }
+        return done;
     }
 
     // A connection becomes free. A caller that has waited handoff_after or longer gets it
@@ -683,12 +785,22 @@ private:
                 s->idle = false;
                 w->handed = s;
                 w->cv.notify_one();
+                wake_front_for_idle_locked();
                 return;
             }
-            w->cv.notify_one();
         }
         s->idle = true;
         idle_.push_back(s);
+        wake_front_for_idle_locked();
+    }
+
+    // Keeps one promise: while a connection is idle and callers are queued, the longest waiter
+    // has been woken to take it. Called wherever either list changes; a waiter that takes one
+    // calls it again, so two connections given back at once wake two waiters, not one.
+    void wake_front_for_idle_locked() {
+        if (!idle_.empty() && !waiters_.empty()) {
+            waiters_.front()->cv.notify_one();
+        }
     }
 
     // Open connections, connects in progress and closes in progress: what the server may see.
@@ -733,6 +845,9 @@ private:
         case close_reason::invalidated:
             ++stats_.closed_invalidated;
             break;
+        case close_reason::rejected_on_release:
+            ++stats_.closed_rejected_on_release;
+            break;
         case close_reason::pool_closed:
         case close_reason::none:
             ++stats_.closed_pool_closed;
@@ -742,9 +857,17 @@ private:
         return out;
     }
 
-    // Forgets a slot whose connection belongs to the parent process: the connection object is
-    // leaked on purpose, since destroying it would send a goodbye on the parent's socket.
-    void abandon_locked(slot* s) { (void)take_locked(s)->conn.release(); }
+    // A lease held across fork() came back in the child: free the slot, and leak the parent's
+    // connection object on purpose, since destroying it would send a goodbye on the parent's
+    // socket.
+    void forget_inherited_locked(slot* s) noexcept {
+        const auto it = std::find_if(inherited_.begin(), inherited_.end(),
+                                     [s](const std::unique_ptr<slot>& p) { return p.get() == s; });
+        if (it != inherited_.end()) {
+            (void)(*it)->conn.release();
+            inherited_.erase(it);
+        }
+    }
 
     // Takes a slot out of all_ in O(1), moving the last one into its place.
     std::unique_ptr<slot> take_locked(slot* s) {
@@ -762,25 +885,35 @@ private:
         return detail::fork_epoch.load(std::memory_order_relaxed);
     }
 
-    // In a child process after fork(): abandon every inherited idle connection, forget the
-    // parent's waiters and connects (those threads do not exist here), and let leases the child
-    // still holds be abandoned when given back. The housekeeping thread did not survive the fork
-    // either; its std::thread object is leaked so its destructor never runs.
+    // In a child process after fork(): nothing the parent had is the child's. Every connection
+    // is the parent's and every waiter, connect and housekeeping thread lived in the parent. The
+    // child forgets them all without destroying, counting or handing out any: idle connections
+    // are leaked on the spot; slots leased out are kept aside in inherited_ (a lease the forking
+    // thread holds may still be given back) and freed, their connections leaked, by give-back or
+    // the destructor. Condition variables some parent thread was waiting on are leaked too:
+    // destroying one would wait forever for a waiter that does not exist in this process.
     void notice_fork_locked() {
         const auto epoch = fork_epoch_seen();
         if (epoch == fork_epoch_) {
             return;
         }
         fork_epoch_ = epoch;
-        for (slot* s : idle_) {
-            abandon_locked(s);
+        for (auto& p : all_) {
+            if (p->idle) {
+                (void)p->conn.release();
+            } else {
+                inherited_.push_back(std::move(p));
+            }
         }
+        all_.clear();
         idle_.clear();
         waiters_.clear();
         connecting_ = 0;
         closing_ = 0;
         ++stats_.forks;
         (void)housekeeper_.release();
+        (void)wakeup_.release();
+        wakeup_ = std::make_unique<std::condition_variable>();
         if (opts_.background_housekeeping && !closed_) {
             housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
         }
@@ -829,17 +962,30 @@ private:
             deadline dl{opts_.acquire_timeout};
             slot* s = nullptr;
             try {
-                s = connect_with_retry(dl);
+                s = connect_with_retry(dl, opts_.connect_attempts);
             } catch (...) {
                 if (rethrow) {
                     throw;
                 }
                 return;
             }
-            // The new connection counted as acquired; undo that and pool it.
-            std::lock_guard<std::mutex> lock(mutex_);
-            --stats_.acquired;
-            hand_over_locked(s, detail::cheap_now<Clock>());
+            // The new connection counted as acquired; undo that and pool it, unless close()
+            // ran meanwhile: then it closes like every other idle connection did.
+            std::unique_ptr<slot> doomed;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                notice_fork_locked();
+                --stats_.acquired;
+                if (s->fork_epoch != fork_epoch_) {
+                    forget_inherited_locked(s); // forked while connecting: the parent's
+                } else if (closed_) {
+                    s->close_why = close_reason::pool_closed;
+                    doomed = remove_locked(s);
+                } else {
+                    hand_over_locked(s, detail::cheap_now<Clock>());
+                }
+            }
+            destroy_one(std::move(doomed)); // the next round sees closed_ and stops
         }
     }
 
@@ -897,13 +1043,11 @@ private:
         return m;
     }
 
-    // After close(): what is left in all_ is held by leases (those inherited from a parent
-    // process aside).
+    // After close(): what is left in all_ is held by leases.
     std::size_t in_use_count() const {
         std::lock_guard<std::mutex> lock(mutex_);
-        return static_cast<std::size_t>(std::count_if(all_.begin(), all_.end(), [&](const auto& p) {
-            return p->fork_epoch == fork_epoch_ && !p->idle;
-        }));
+        return static_cast<std::size_t>(
+            std::count_if(all_.begin(), all_.end(), [](const auto& p) { return !p->idle; }));
     }
 
     void housekeeping_loop() noexcept {
@@ -912,7 +1056,7 @@ private:
                 std::unique_lock<std::mutex> lock(mutex_);
                 const auto next = saturating_add(Clock::now(), opts_.housekeeping_interval);
                 while (!closed_ && Clock::now() < next) {
-                    detail::wait_until<Clock>(wakeup_, lock, next);
+                    detail::wait_until<Clock>(*wakeup_, lock, next);
                 }
                 if (closed_) {
                     return;
@@ -927,12 +1071,12 @@ private:
     const std::string target_;
 
     mutable std::mutex mutex_;
-    std::condition_variable wakeup_;         // close() and backoff/housekeeping waits
-    std::vector<std::unique_ptr<slot>> all_; // every open connection, idle or leased
-    std::vector<slot*> idle_;                // least recently used first
-    std::deque<waiter*> waiters_;            // first come, first served
-    std::size_t connecting_ = 0;             // capacity held by connects in progress
-    std::size_t closing_ = 0;                // capacity held by closes in progress
+    std::unique_ptr<std::condition_variable> wakeup_; // close(), backoff and housekeeping waits
+    std::vector<std::unique_ptr<slot>> all_;          // every open connection, idle or leased
+    std::vector<slot*> idle_;                         // least recently used first
+    std::deque<waiter*> waiters_;                     // first come, first served
+    std::size_t connecting_ = 0;                      // capacity held by connects in progress
+    std::size_t closing_ = 0;                         // capacity held by closes in progress
     bool closed_ = false;
     bool pending_fork_event_ = false;
     std::uint64_t last_id_ = 0;
@@ -941,6 +1085,7 @@ private:
     std::minstd_rand rng_;
     pool_stats stats_;
     std::unique_ptr<std::thread> housekeeper_;
+    std::vector<std::unique_ptr<slot>> inherited_; // leased out when this process forked
 };
 
 } // namespace warmpool

@@ -28,6 +28,7 @@ struct pool_stats {
     std::uint64_t connect_failures = 0;    ///< failed connect attempts (each retry counts)
     std::uint64_t pings = 0;               ///< validation round trips
     std::uint64_t rollbacks = 0;           ///< open transactions rolled back on give-back
+    std::uint64_t resets = 0;              ///< sessions reset on give-back (reset_on_release)
     std::uint64_t leaks_suspected = 0;     ///< leases held past options::leak_threshold
     std::uint64_t forks = 0;               ///< fork()s noticed (in the child)
 
@@ -38,6 +39,7 @@ struct pool_stats {
     std::uint64_t closed_broken = 0;
     std::uint64_t closed_invalidated = 0;
     std::uint64_t closed_pool_closed = 0;
+    std::uint64_t closed_rejected_on_release = 0;
 
     // Waiting: only acquire() calls that had to queue for another user count here.
     std::uint64_t waits = 0;                      ///< acquires that queued

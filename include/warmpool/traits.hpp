@@ -37,13 +37,26 @@
 //       // more, but never another user's transaction.
 //       static bool in_transaction(connection&) noexcept;
 //
-//       // One round trip: roll the open transaction back. False when it failed or left a
-//       // transaction open (where the backend can tell); the pool then closes the connection
-//       // instead of pooling it.
-//       static bool rollback(connection&) noexcept;
+//       // One round trip bounded by `timeout` (the pool passes options::validation_timeout): roll
+//       // the open transaction back. False when it failed, timed out, or left a transaction open
+//       // (where the backend can tell); the pool then closes the connection instead of pooling
+//       // it. Like ping, it must return by the deadline even if the server hangs.
+//       static bool rollback(connection&, std::chrono::milliseconds timeout) noexcept;
 //
 //       // The target for messages and events, without secrets (no password).
 //       static std::string describe(const config&);
+//
+//       // Optional. Needed only for options::reset_on_release: return the session to the state a
+//       // new connection has (session variables, role, temporary tables, prepared statements,
+//       // locks), then re-apply the config's per-connection setup. Bounded by `timeout` like
+//       // rollback; false when it failed or timed out, and the pool closes the connection. Called
+//       // after any rollback, never with a transaction open.
+//       static bool reset(connection&, const config&, std::chrono::milliseconds timeout) noexcept;
+//
+//       // Optional. Asked last, at give-back, about a connection the pool is about to keep:
+//       // false closes it instead (close_reason::rejected_on_release). A user's veto, as pgx's
+//       // AfterRelease; e.g. soci_config::on_release.
+//       static bool reusable(connection&, const config&) noexcept;
 //   };
 //
 // Closing a connection is destroying it: the pool resets its unique_ptr outside its lock, so the
@@ -72,20 +85,34 @@ struct has_connect<T, std::void_t<decltype(T::connect(std::declval<const typenam
                                        std::chrono::milliseconds{})),
                    std::unique_ptr<typename T::connection>> {};
 
-#define WARMPOOL_DETAIL_HAS_BOOL_MEMBER(name, ...)                                                 \
+// has_NAME<T>: T::NAME(args...) exists and returns something convertible to bool.
+// nothrow_NAME<T>: and it is declared noexcept (the pool calls it from noexcept code, where an
+// exception would end the program).
+#define WARMPOOL_DETAIL_BOOL_MEMBER(name, ...)                                                     \
     template <class T, class = void>                                                               \
     struct has_##name : std::false_type {};                                                        \
     template <class T>                                                                             \
     struct has_##name<T, std::void_t<decltype(T::name(__VA_ARGS__))>>                              \
-        : std::is_convertible<decltype(T::name(__VA_ARGS__)), bool> {};
+        : std::is_convertible<decltype(T::name(__VA_ARGS__)), bool> {};                            \
+    template <class T, class = void>                                                               \
+    struct nothrow_##name : std::false_type {};                                                    \
+    template <class T>                                                                             \
+    struct nothrow_##name<T, std::void_t<decltype(T::name(__VA_ARGS__))>>                          \
+        : std::bool_constant<noexcept(T::name(__VA_ARGS__))> {};
 
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(is_broken, std::declval<typename T::connection&>())
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(peer_closed, std::declval<typename T::connection&>())
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(ping, std::declval<typename T::connection&>(),
-                                std::chrono::milliseconds{})
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(in_transaction, std::declval<typename T::connection&>())
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(rollback, std::declval<typename T::connection&>())
-#undef WARMPOOL_DETAIL_HAS_BOOL_MEMBER
+#define WARMPOOL_DETAIL_CONNECTION std::declval<typename T::connection&>()
+#define WARMPOOL_DETAIL_CONFIG std::declval<const typename T::config&>()
+WARMPOOL_DETAIL_BOOL_MEMBER(is_broken, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(peer_closed, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(ping, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
+WARMPOOL_DETAIL_BOOL_MEMBER(in_transaction, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(rollback, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
+WARMPOOL_DETAIL_BOOL_MEMBER(reset, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                            std::chrono::milliseconds{})
+WARMPOOL_DETAIL_BOOL_MEMBER(reusable, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG)
+#undef WARMPOOL_DETAIL_CONFIG
+#undef WARMPOOL_DETAIL_CONNECTION
+#undef WARMPOOL_DETAIL_BOOL_MEMBER
 
 template <class T, class = void>
 struct has_describe : std::false_type {};
@@ -103,14 +130,30 @@ constexpr bool check_traits() {
                   "config&, std::chrono::milliseconds)` (see warmpool/traits.hpp)");
     static_assert(has_is_broken<T>::value,
                   "warmpool traits: needs `static bool is_broken(connection&) noexcept`");
+    static_assert(nothrow_is_broken<T>::value || !has_is_broken<T>::value,
+                  "warmpool traits: is_broken(connection&) must be noexcept");
     static_assert(has_peer_closed<T>::value,
                   "warmpool traits: needs `static bool peer_closed(connection&) noexcept`");
+    static_assert(nothrow_peer_closed<T>::value || !has_peer_closed<T>::value,
+                  "warmpool traits: peer_closed(connection&) must be noexcept");
     static_assert(has_ping<T>::value, "warmpool traits: needs `static bool ping(connection&, "
                                       "std::chrono::milliseconds) noexcept`");
+    static_assert(nothrow_ping<T>::value || !has_ping<T>::value,
+                  "warmpool traits: ping(connection&, milliseconds) must be noexcept");
     static_assert(has_in_transaction<T>::value,
                   "warmpool traits: needs `static bool in_transaction(connection&) noexcept`");
-    static_assert(has_rollback<T>::value,
-                  "warmpool traits: needs `static bool rollback(connection&) noexcept`");
+    static_assert(nothrow_in_transaction<T>::value || !has_in_transaction<T>::value,
+                  "warmpool traits: in_transaction(connection&) must be noexcept");
+    static_assert(has_rollback<T>::value, "warmpool traits: needs `static bool "
+                                          "rollback(connection&, std::chrono::milliseconds) "
+                                          "noexcept`, bounded by its timeout");
+    static_assert(nothrow_rollback<T>::value || !has_rollback<T>::value,
+                  "warmpool traits: rollback(connection&, milliseconds) must be noexcept");
+    static_assert(nothrow_reset<T>::value || !has_reset<T>::value,
+                  "warmpool traits: reset(connection&, const config&, milliseconds) must be "
+                  "noexcept");
+    static_assert(nothrow_reusable<T>::value || !has_reusable<T>::value,
+                  "warmpool traits: reusable(connection&, const config&) must be noexcept");
     static_assert(has_describe<T>::value,
                   "warmpool traits: needs `static std::string describe(const config&)`");
     return true;

@@ -121,3 +121,23 @@ TEST_CASE("a failed connect hands its capacity to the next waiter") {
     auto l = p.acquire();
     CHECK(p.stats().open == 1);
 }
+
+TEST_CASE("try_acquire makes one connect attempt and never backs off") {
+    fixture f;
+    warmpool::options o;
+    o.acquire_timeout = 30s;
+    pool p(f.server, o);
+    f.server->fail_next(5, connect_outcome::transient);
+    const auto before = manual_clock::now();
+    std::string message;
+    try {
+        (void)p.try_acquire();
+    } catch (const warmpool::connect_error& e) {
+        message = e.what();
+        CHECK(e.transient());
+    }
+    CHECK(f.server->connects == 1);
+    CHECK(manual_clock::now() == before); // no backoff pause
+    CHECK(message.find("try_acquire() makes one attempt") != std::string::npos);
+    CHECK(p.stats().connecting == 0);
+}

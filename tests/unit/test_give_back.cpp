@@ -117,3 +117,115 @@ TEST_CASE("released events carry how long the lease was held") {
         }
     }
 }
+
+TEST_CASE("the rollback on give-back is bounded by validation_timeout; a hung one closes") {
+    fixture f;
+    warmpool::options o;
+    o.validation_timeout = 500ms;
+    pool p(f.server, o);
+    const auto before = manual_clock::now();
+    {
+        auto l = p.acquire();
+        l->in_tx = true;
+        l->rollback_hangs = true;
+    }
+    CHECK(manual_clock::now() - before == 500ms);
+    CHECK(f.server->destroyed == 1);
+    CHECK(p.stats().closed_broken == 1);
+    CHECK(p.stats().rollbacks == 1);
+}
+
+TEST_CASE("reset_on_release resets every connection given back, after any rollback") {
+    fixture f;
+    warmpool::options o;
+    o.reset_on_release = true;
+    pool p(f.server, f.recorded(o));
+    mock_connection* c = nullptr;
+    {
+        auto l = p.acquire();
+        c = l.get();
+        l->session_dirty = true;
+        l->in_tx = true; // the mock's reset refuses to run inside a transaction
+    }
+    CHECK(c->rollbacks == 1);
+    CHECK(c->resets == 1);
+    CHECK_FALSE(c->session_dirty);
+    CHECK(p.stats().resets == 1);
+    CHECK(f.count(event_type::reset) == 1);
+    auto l = p.acquire();
+    CHECK(l.get() == c);
+}
+
+TEST_CASE("a connection whose reset fails is closed, not pooled") {
+    fixture f;
+    warmpool::options o;
+    o.reset_on_release = true;
+    pool p(f.server, o);
+    {
+        auto l = p.acquire();
+        l->reset_ok = false;
+    }
+    CHECK(f.server->destroyed == 1);
+    CHECK(p.stats().closed_broken == 1);
+}
+
+TEST_CASE("without reset_on_release nothing is reset") {
+    fixture f;
+    pool p(f.server);
+    mock_connection* c = nullptr;
+    {
+        auto l = p.acquire();
+        c = l.get();
+        l->session_dirty = true;
+    }
+    CHECK(c->resets == 0);
+    CHECK(p.stats().resets == 0);
+}
+
+TEST_CASE("the release veto closes a connection instead of pooling it") {
+    fixture f;
+    pool p(f.server, f.recorded());
+    {
+        auto l = p.acquire();
+        l->reusable = false;
+    }
+    CHECK(f.server->destroyed == 1);
+    CHECK(p.stats().closed_rejected_on_release == 1);
+    bool reported = false;
+    for (const auto& e : f.events) {
+        reported = reported || (e.type == event_type::closed &&
+                                e.reason == warmpool::close_reason::rejected_on_release);
+    }
+    CHECK(reported);
+}
+
+namespace {
+// The contract's required members only: no reset(), no reusable().
+struct minimal_traits {
+    using connection = int;
+    using config = int;
+    static std::unique_ptr<int> connect(const int&, std::chrono::milliseconds) {
+        return std::make_unique<int>(0);
+    }
+    static bool is_broken(int&) noexcept { return false; }
+    static bool peer_closed(int&) noexcept { return false; }
+    static bool ping(int&, std::chrono::milliseconds) noexcept { return true; }
+    static bool in_transaction(int&) noexcept { return false; }
+    static bool rollback(int&, std::chrono::milliseconds) noexcept { return true; }
+    static std::string describe(const int&) { return "minimal"; }
+};
+} // namespace
+
+TEST_CASE("reset_on_release is refused at construction for traits without reset()") {
+    warmpool::options o;
+    o.reset_on_release = true;
+    std::string message;
+    try {
+        warmpool::basic_pool<minimal_traits, manual_clock> p(0, o);
+    } catch (const std::invalid_argument& e) {
+        message = e.what();
+    }
+    CHECK(message.find("options::reset_on_release") != std::string::npos);
+    warmpool::basic_pool<minimal_traits, manual_clock> fine(0); // off: accepted
+    CHECK(*fine.acquire() == 0);
+}

@@ -198,3 +198,52 @@ TEST_CASE("the acquire deadline covers a failed ping and the reconnect after it"
     CHECK(manual_clock::now() - before <= 3s); // 2 s of ping, then retries within the last 1 s
     CHECK(f.server->connects > 1);
 }
+
+TEST_CASE("a ping that runs past the acquire deadline is not followed by a connect") {
+    // acquire() overruns its timeout by one ping or one connect attempt, never both.
+    fixture f;
+    auto o = no_expiry();
+    o.validation_timeout = 5s;
+    o.acquire_timeout = 1s;
+    pool p(f.server, o);
+    {
+        auto l = p.acquire();
+        l->ping_hangs = true;
+    }
+    manual_clock::advance(1h);
+    const int connects = f.server->connects;
+    const auto before = manual_clock::now();
+    std::string message;
+    try {
+        (void)p.acquire();
+    } catch (const warmpool::acquire_timeout& e) {
+        message = e.what();
+    }
+    CHECK(manual_clock::now() - before == 5s); // the ping under way at the deadline, alone
+    CHECK(f.server->connects == connects);
+    CHECK(message.find("validation_timeout (5000 ms)") != std::string::npos);
+    CHECK(p.stats().open == 0);
+    CHECK(p.stats().connecting == 0);
+    auto l = p.acquire(); // the capacity was given back: the next caller connects
+    CHECK(l->number == 2);
+}
+
+TEST_CASE("a wall-clock jump past idle_timeout forces a ping, never a close") {
+    fixture f;
+    warmpool::options o;
+    o.max_size = 3;
+    o.idle_timeout = 10min;
+    pool p(f.server, o);
+    {
+        auto a = p.acquire();
+        auto b = p.acquire();
+        auto c = p.acquire();
+    }
+    manual_clock::advance_wall_only(2h); // NTP step, or a thaw the monotonic clock slept through
+    p.housekeep();
+    CHECK(p.stats().open == 3); // no reconnect storm
+    auto l = p.acquire();
+    CHECK(l->number <= 3);
+    CHECK(l->pings == 1);
+    CHECK(p.stats().closed_idle_timeout == 0);
+}

@@ -301,3 +301,64 @@ TEST_CASE("connections left in the pool for waiters reach every waiter in turn")
     CHECK(served == 2);
     CHECK(timed_out == 0);
 }
+
+TEST_CASE("two connections given back at once wake two waiters, not one") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    manual_clock::set_polling(false); // a waiter wakes only when the pool notifies it
+    warmpool::options o;
+    o.max_size = 2;
+    o.handoff_after = 1h; // both go back to the pool and waiters are woken to take them
+    o.acquire_timeout = 1h;
+    pool p(f.server, o);
+    auto a = p.acquire();
+    auto b = p.acquire();
+    std::atomic<int> served{0};
+    std::atomic<bool> gave_up{false};
+    auto waiter = [&] {
+        try {
+            auto l = p.acquire();
+            ++served;
+            while (served.load() < 2 && !gave_up.load()) {
+                std::this_thread::yield(); // hold it until both are served
+            }
+        } catch (const warmpool::pool_closed&) {
+        }
+    };
+    std::thread w1(waiter);
+    until_waiting(p, 1);
+    std::thread w2(waiter);
+    until_waiting(p, 2);
+    a.release();
+    b.release();
+    for (long i = 0; i < 50'000'000 && served.load() < 2; ++i) {
+        std::this_thread::yield();
+    }
+    const int got = served.load();
+    if (got < 2) {
+        gave_up = true;
+        p.close(); // wakes the forgotten waiter with pool_closed, so the test ends
+    }
+    w1.join();
+    w2.join();
+    CHECK(got == 2);
+}
+
+TEST_CASE("acquire(milliseconds::max()) waits as long as it takes") {
+    one_held f;
+    std::atomic<bool> served{false};
+    std::thread t([&] {
+        auto l = f.p.acquire(std::chrono::milliseconds::max());
+        served = true;
+    });
+    until_waiting(f.p, 1);
+    manual_clock::advance(24h * 365 * 50); // fifty years on, it still waits
+    for (int i = 0; i < 1000; ++i) {
+        std::this_thread::yield();
+    }
+    CHECK_FALSE(served.load());
+    CHECK(f.p.stats().timeouts == 0);
+    f.held.release();
+    t.join();
+    CHECK(served.load());
+}

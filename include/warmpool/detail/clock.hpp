@@ -10,6 +10,7 @@
 //   static void wait_until(std::condition_variable&, std::unique_lock<std::mutex>&, time_point);
 // For std::chrono::steady_clock the wall clock is std::chrono::system_clock.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -81,7 +82,11 @@ inline void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>
     if constexpr (has_wait_until<C>::value) {
         C::wait_until(cv, lock, deadline);
     } else {
-        const auto left = deadline - C::now();
+        // One wait lasts an hour at most: the standard library adds the time left to its own
+        // clock's now(), which overflows for a deadline near time_point::max(), and an overflowed
+        // wait returns at once: a busy spin holding the lock. Callers loop until their deadline.
+        const auto left =
+            std::min<typename C::duration>(deadline - C::now(), std::chrono::hours(1));
         if (left > C::duration::zero()) {
             cv.wait_for(lock, left);
         }

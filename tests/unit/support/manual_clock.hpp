@@ -43,10 +43,15 @@ public:
     /// Multi-threaded tests turn it off and move time themselves.
     static void set_auto_advance(bool on) noexcept { auto_advance_ = on; }
 
+    /// With polling off (and auto-advance off), a waiting pool thread wakes only when the pool
+    /// notifies it: a wakeup the pool forgets to send shows as a thread that never wakes.
+    static void set_polling(bool on) noexcept { polling_ = on; }
+
     static void reset() noexcept {
         mono_ns_ = 1'000'000'000'000; // far from zero, so nothing looks "never used"
         wall_ns_ = 1'700'000'000'000'000'000;
         auto_advance_ = true;
+        polling_ = true;
         waits_ = 0;
     }
 
@@ -65,13 +70,18 @@ public:
         }
         // Woken by the pool, or polling for the test thread to move the clock; the pool re-checks
         // its state after every return, so a short real wait changes no outcome.
-        cv.wait_for(lock, std::chrono::milliseconds(1));
+        if (polling_) {
+            cv.wait_for(lock, std::chrono::milliseconds(1));
+        } else {
+            cv.wait(lock);
+        }
     }
 
 private:
     static inline std::atomic<long long> mono_ns_{1'000'000'000'000};
     static inline std::atomic<long long> wall_ns_{1'700'000'000'000'000'000};
     static inline std::atomic<bool> auto_advance_{true};
+    static inline std::atomic<bool> polling_{true};
     static inline std::atomic<long> waits_{0};
 };
 

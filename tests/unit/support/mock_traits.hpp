@@ -30,17 +30,23 @@ struct mock_connection {
     const int number; // 1, 2, … in connect order
 
     // What the "backend" will report.
-    bool broken = false;     // is_broken()
-    bool peer_gone = false;  // peer_closed()
-    bool ping_ok = true;     // ping() answers
-    bool ping_hangs = false; // ping() uses its whole timeout, then fails
-    bool in_tx = false;      // in_transaction()
-    bool rollback_ok = true; // rollback() succeeds
+    bool broken = false;         // is_broken()
+    bool peer_gone = false;      // peer_closed()
+    bool ping_ok = true;         // ping() answers
+    bool ping_hangs = false;     // ping() uses its whole timeout, then fails
+    bool in_tx = false;          // in_transaction()
+    bool rollback_ok = true;     // rollback() succeeds
+    bool rollback_hangs = false; // rollback() uses its whole timeout, then fails
+    bool session_dirty = false;  // state a reset() clears (SET, temp tables, …)
+    bool reset_ok = true;        // reset() succeeds
+    bool reusable = true;        // reusable(): the release hook's answer
 
     // What the pool did.
     int pings = 0;
     int rollbacks = 0;
+    int resets = 0;
     std::chrono::milliseconds last_ping_timeout{0};
+    std::chrono::milliseconds last_rollback_timeout{0};
     std::atomic<int> holders{0}; // leases using it at once: must never exceed 1
 };
 
@@ -147,14 +153,30 @@ struct mock_traits {
 
     static bool in_transaction(connection& c) noexcept { return c.in_tx; }
 
-    static bool rollback(connection& c) noexcept {
+    static bool rollback(connection& c, std::chrono::milliseconds timeout) noexcept {
         ++c.rollbacks;
+        c.last_rollback_timeout = timeout;
+        if (c.rollback_hangs) {
+            manual_clock::advance(timeout);
+            return false;
+        }
         if (!c.rollback_ok) {
             return false;
         }
         c.in_tx = false;
         return true;
     }
+
+    static bool reset(connection& c, const config&, std::chrono::milliseconds) noexcept {
+        ++c.resets;
+        if (!c.reset_ok || c.in_tx) {
+            return false;
+        }
+        c.session_dirty = false;
+        return true;
+    }
+
+    static bool reusable(connection& c, const config&) noexcept { return c.reusable; }
 
     static std::string describe(const config&) { return "mock://db user=app password=***"; }
 };
