@@ -29,7 +29,7 @@ struct noop_traits {
     static bool peer_closed(connection&) noexcept { return false; }
     static bool ping(connection&, std::chrono::milliseconds) noexcept { return true; }
     static bool in_transaction(connection&) noexcept { return false; }
-    static bool rollback(connection&) noexcept { return true; }
+    static bool rollback(connection&, std::chrono::milliseconds) noexcept { return true; }
     static std::string describe(const config&) { return "noop"; }
 };
 
