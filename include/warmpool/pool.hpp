@@ -55,10 +55,15 @@ public:
         // Reserved up front so bookkeeping under the lock never allocates.
         all_.reserve(opts_.max_size);
         idle_.reserve(opts_.max_size);
-        detail::watch_forks();
+        detail::lock_around_forks(&mutex_);
         fork_epoch_ = detail::fork_epoch.load(std::memory_order_relaxed);
         if (opts_.background_housekeeping) {
-            housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
+            try {
+                housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
+            } catch (...) {
+                detail::stop_locking_around_forks(&mutex_);
+                throw;
+            }
         }
     }
 
@@ -83,6 +88,7 @@ public:
         for (auto& s : inherited_) {
             (void)s->conn.release();
         }
+        detail::stop_locking_around_forks(&mutex_);
     }
 
     basic_pool(const basic_pool&) = delete;

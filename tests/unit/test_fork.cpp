@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <new>
@@ -17,9 +18,9 @@ using warmpool::event_type;
 
 namespace {
 
-// What pthread_atfork's child handler does in a real child process.
+// What pthread_atfork's child handler tells the pools in a real child process.
 void pretend_we_are_the_child() {
-    warmpool::detail::on_fork_child();
+    warmpool::detail::mark_forked();
 }
 
 } // namespace
@@ -154,6 +155,40 @@ TEST_CASE("a child destroys a pool whose housekeeping thread was waiting when it
         return 0;
     });
     CHECK(code == 0);
+}
+
+TEST_CASE("forking while another thread is inside the pool leaves the child a usable pool") {
+    // fork() copies the pool's lock in whatever state it is in; the atfork handlers take it
+    // first, so the child never finds it held by a thread that does not exist there.
+    fixture f;
+    warmpool::options o;
+    o.max_size = 2;
+    pool p(f.server, o);
+    std::atomic<bool> stop{false};
+    std::atomic<long> cycles{0};
+    std::thread busy([&] {
+        while (!stop.load()) {
+            auto l = p.acquire();
+            (void)p.stats();
+            ++cycles;
+        }
+    });
+    // Past its first connect, the busy thread holds no lock but the pool's (the mock server's
+    // own lock is taken only to connect and close).
+    while (cycles.load() < 10) {
+        std::this_thread::yield();
+    }
+    int failures = 0;
+    for (int i = 0; i < 30 && failures == 0; ++i) {
+        failures += in_child_process([&] {
+                        auto l =
+                            p.acquire(); // would wait forever on a lock held by the busy thread
+                        return (p.stats().forks == 1 && p.stats().open == 1) ? 0 : 1;
+                    }) != 0;
+    }
+    stop = true;
+    busy.join();
+    CHECK(failures == 0);
 }
 
 TEST_CASE("a real fork: the child connects anew and the parent keeps its connection") {
