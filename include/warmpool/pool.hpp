@@ -99,9 +99,10 @@ public:
     /// pool_closed.
     [[nodiscard]] lease acquire() { return acquire(opts_.acquire_timeout); }
 
-    /// As acquire(), waiting up to `timeout`. The deadline bounds waiting for other users and
-    /// connect retries; a ping or connect attempt under way at the deadline is bounded by its
-    /// own limit (validation_timeout; the connect timeout handed to the traits).
+    /// As acquire(), with `timeout` instead of options::acquire_timeout (milliseconds::max()
+    /// waits as long as it takes). No ping and no connect attempt starts after the deadline, so
+    /// the call returns within `timeout` plus the one call under way then: a ping (at most
+    /// validation_timeout) or a connect attempt (at most the connect timeout given the traits).
     [[nodiscard]] lease acquire(std::chrono::milliseconds timeout) {
         if (timeout.count() < 0) {
             throw std::invalid_argument("warmpool: acquire timeout is " +
