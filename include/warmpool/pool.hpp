@@ -20,6 +20,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <random>
 #include <string>
@@ -50,8 +51,7 @@ public:
     /// connection opens on the first acquire() or warm_up().
     explicit basic_pool(config_type config, options opts = {})
         : config_(std::move(config)), opts_(validated(std::move(opts))),
-          target_(Traits::describe(config_)), wakeup_(std::make_unique<std::condition_variable>()),
-          rng_(seed()) {
+          target_(Traits::describe(config_)), rng_(seed()) {
         // Reserved up front so bookkeeping under the lock never allocates.
         all_.reserve(opts_.max_size);
         idle_.reserve(opts_.max_size);
@@ -178,7 +178,7 @@ public:
                 for (waiter* w : waiters_) {
                     w->cv.notify_one();
                 }
-                wakeup_->notify_all();
+                wakeup_.notify_all();
             }
             // Called on the housekeeping thread itself (from on_event), the thread is left for
             // the destructor to join: it returns once it sees closed_.
@@ -576,7 +576,7 @@ private:
             std::unique_lock<std::mutex> lock(mutex_);
             const auto resume = saturating_add(Clock::now(), pause);
             while (!closed_ && Clock::now() < resume) {
-                detail::wait_until<Clock>(*wakeup_, lock, resume);
+                detail::wait_until<Clock>(wakeup_, lock, resume);
             }
             if (closed_) {
                 lock.unlock();
@@ -897,8 +897,8 @@ private:
     // child forgets them all without destroying, counting or handing out any: idle connections
     // are leaked on the spot; slots leased out are kept aside in inherited_ (a lease the forking
     // thread holds may still be given back) and freed, their connections leaked, by give-back or
-    // the destructor. Condition variables some parent thread was waiting on are leaked too:
-    // destroying one would wait forever for a waiter that does not exist in this process.
+    // the destructor. The condition variable a parent thread may have been waiting on is never
+    // destroyed: that would wait forever for a waiter that does not exist in this process.
     void notice_fork_locked() {
         const auto epoch = fork_epoch_seen();
         if (epoch == fork_epoch_) {
@@ -919,8 +919,9 @@ private:
         closing_ = 0;
         ++stats_.forks;
         (void)housekeeper_.release();
-        (void)wakeup_.release();
-        wakeup_ = std::make_unique<std::condition_variable>();
+        // A parent thread may have been waiting on wakeup_: destroying it would wait for that
+        // thread forever. A new one is built in its storage instead, the old never destroyed.
+        new (&wakeup_) std::condition_variable();
         if (opts_.background_housekeeping && !closed_) {
             housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
         }
@@ -1063,7 +1064,7 @@ private:
                 std::unique_lock<std::mutex> lock(mutex_);
                 const auto next = saturating_add(Clock::now(), opts_.housekeeping_interval);
                 while (!closed_ && Clock::now() < next) {
-                    detail::wait_until<Clock>(*wakeup_, lock, next);
+                    detail::wait_until<Clock>(wakeup_, lock, next);
                 }
                 if (closed_) {
                     return;
@@ -1078,12 +1079,12 @@ private:
     const std::string target_;
 
     mutable std::mutex mutex_;
-    std::unique_ptr<std::condition_variable> wakeup_; // close(), backoff and housekeeping waits
-    std::vector<std::unique_ptr<slot>> all_;          // every open connection, idle or leased
-    std::vector<slot*> idle_;                         // least recently used first
-    std::deque<waiter*> waiters_;                     // first come, first served
-    std::size_t connecting_ = 0;                      // capacity held by connects in progress
-    std::size_t closing_ = 0;                         // capacity held by closes in progress
+    std::condition_variable wakeup_;         // close(), backoff and housekeeping waits
+    std::vector<std::unique_ptr<slot>> all_; // every open connection, idle or leased
+    std::vector<slot*> idle_;                // least recently used first
+    std::deque<waiter*> waiters_;            // first come, first served
+    std::size_t connecting_ = 0;             // capacity held by connects in progress
+    std::size_t closing_ = 0;                // capacity held by closes in progress
     bool closed_ = false;
     bool pending_fork_event_ = false;
     std::uint64_t last_id_ = 0;
