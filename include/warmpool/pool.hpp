@@ -167,9 +167,10 @@ public:
         std::unique_ptr<std::thread> housekeeper;
         {
             std::lock_guard<std::mutex> lock(mutex_);
+            const bool was_open = !closed_;
+            closed_ = true; // first: a child closing its inherited pool starts no housekeeper
             notice_fork_locked();
-            if (!closed_) {
-                closed_ = true;
+            if (was_open) {
                 for (slot* s : idle_) {
                     s->close_why = close_reason::pool_closed;
                     doomed.push_back(remove_locked(s));
