@@ -45,9 +45,11 @@ BANNER = """\
 //   - WARMPOOL_WITH_SOCI defined to 0: left out, even where SOCI is installed.
 //   - WARMPOOL_WITH_SOCI not defined: compiled when <soci/soci.h> is found (and Boost's headers
 //     too, when that SOCI was built with Boost), and WARMPOOL_WITH_SOCI is then defined to 1.
-// Compiling the adapter needs no SOCI library at link time until soci_pool is used. As with the
-// multi-header layout, define WARMPOOL_SOCI_SQLITE3 / _POSTGRESQL / _MYSQL to 1 for the backends
-// you link, which enables their native connection checks.
+// Compiling the adapter needs no SOCI library at link time until soci_pool is used; then SOCI's
+// core is enough. As with the multi-header layout, each backend's native connection checks are
+// compiled in when its headers are on the include path (libpq-fe.h, mysql.h, sqlite3.h) and find
+// the client library at run time; WARMPOOL_SOCI_POSTGRESQL / _MYSQL / _SQLITE3 =1 call it
+// directly instead (link it and the SOCI backend), =0 leaves the checks out (see soci.hpp).
 """
 
 GUARD_OPEN = """\

@@ -8,65 +8,87 @@
 //   auto sql = pool.acquire();
 //   *sql << "insert into t values (1)";
 //
-// Native checks are opt-in, one macro per backend
-// -----------------------------------------------
-// Looking inside a session (libpq's PGconn, MariaDB's MYSQL, SQLite's sqlite3) calls functions of
-// those libraries, so the program must link them. Define the macro of each backend you link
-// (the CMake target warmpool::soci does it for the backends it found):
+// This file holds the configuration (soci_config) and the traits (soci_traits), which dispatch
+// on the session's backend. What each backend's native checks do lives in its own header,
+// warmpool/soci/postgresql.hpp, mysql.hpp and sqlite3.hpp, with the compile-time switch that
+// decides how they reach the client library.
 //
-//   WARMPOOL_SOCI_POSTGRESQL  link soci_postgresql + pq        (include dir: libpq-fe.h)
-//   WARMPOOL_SOCI_MYSQL       link soci_mysql + mariadb/mysql  (include dir: mysql.h)
-//   WARMPOOL_SOCI_SQLITE3     link soci_sqlite3 + sqlite3
+// Native checks, per backend
+// --------------------------
+// Knowing whether a transaction is open, whether the server closed the socket, and pinging or
+// rolling back within a deadline needs the backend's client library (libpq, MariaDB Connector/C
+// (libmariadb, which serves MySQL servers too), libsqlite3). One macro per backend decides how it
+// is reached:
 //
-// With a backend's macro defined, its name in a connect string selects SOCI's static factory
-// (soci::postgresql, …) instead of SOCI's dynamic loader, and the pool's checks cost:
+//   WARMPOOL_SOCI_POSTGRESQL, WARMPOOL_SOCI_MYSQL, WARMPOOL_SOCI_SQLITE3
+//     undefined  detected: compiled in when the backend's SOCI header and the client library's
+//                header are on the include path (libpq-fe.h: -I/usr/include/postgresql;
+//                mysql.h: -I/usr/include/mariadb); the client library's functions are then
+//                found at run time in the process, which loaded it with SOCI's backend, so the
+//                program links SOCI and nothing more. Sessions open through SOCI's dynamic
+//                backend loader.
+//     =1         compiled in and called directly: link the backend (soci_postgresql, …) and its
+//                client library (pq, mariadb, sqlite3). Sessions open through the backend's
+//                static factory. The CMake target warmpool::soci defines =1 for the backends
+//                it links.
+//     =0         left out: the portable fallback below, chosen knowingly.
+//   WARMPOOL_SOCI_<BACKEND>_NATIVE tells the outcome: 1 linked, 2 found at run time, 0 none.
 //
-//   is_broken       PostgreSQL: PQstatus, local.       MySQL: socket handle, local.
-//                   SQLite: false.
-//   in_transaction  PostgreSQL: PQtransactionStatus.   MySQL: the server-status flag.
-//                   SQLite: sqlite3_get_autocommit.    All local, no round trip.
-//   peer_closed     PostgreSQL: one poll(), plus a peek and a read only when readable.
-//                   MySQL: one poll().                 SQLite: false (no socket).
-//   ping            PostgreSQL: one round trip (the empty query), non-blocking, bounded by the
-//                   timeout even when the server is stopped or unreachable.
-//                   MySQL: one round trip ("DO 0"), its reply awaited with poll(), bounded.
-//                   SQLite: SELECT 1, in process.
-//   rollback        PostgreSQL, MySQL: one round trip. SQLite: in process.
+// Failing early instead of degrading silently: a soci_config naming postgresql, mysql or sqlite3
+// whose checks are not compiled in (headers not found, macro not =0) throws
+// std::invalid_argument from its constructor, saying which header is missing and what to do. A
+// connect whose session's client library functions cannot be found at run time fails with a
+// permanent connect_error saying so.
 //
-// Without a backend's macro the session is opened through SOCI's dynamic loader and only portable
-// SOCI calls are used: is_broken and peer_closed report false (unless the session was closed),
-// ping is session::is_connected(), which is NOT bounded by the timeout (PostgreSQL runs a
-// blocking empty query, MySQL a blocking mysql_ping), and in_transaction reports true because
-// it cannot tell: the pool then rolls back on every give-back. That is safe (never another
-// caller's transaction) and costs one statement per give-back.
+// Why run-time lookup works: by the time a check runs, a session of that backend exists, so SOCI
+// has loaded its backend and the client library with it. SOCI's loader opens them RTLD_LOCAL,
+// which hides them from dlsym(RTLD_DEFAULT); warmpool/detail/loaded_library.hpp finds the loaded
+// object by name instead. Each backend's table of function pointers is filled once (a
+// function-local static, thread-safe), and the same code calls through it whether the table
+// holds the linked addresses (=1) or the ones found (undefined).
+//
+// With native checks, per give-back and checkout (details in each backend's header):
+//   is_broken, in_transaction   local (PQstatus / PQtransactionStatus, the server-status flag,
+//                               sqlite3_get_autocommit): no round trip.
+//   peer_closed                 one poll() of the socket (SQLite: false).
+//   ping, rollback, reset       one round trip each (MariaDB's reset: two or three), sent and
+//                               awaited non-blocking: bounded by the timeout the pool passes
+//                               (validation_timeout) even when the server hangs. SQLite runs
+//                               them in process. A timed-out call leaves the connection to be
+//                               closed, which does not block either.
+//
+// The portable fallback
+// ---------------------
+// For backends without native checks (odbc, oracle, firebird, …, or one set to =0) only SOCI's
+// own calls are used, and none of them may hang the pool, so it never sends a ping:
+//   is_broken, peer_closed  true only when the session was closed through SOCI
+//                           (session::close()); nothing else is known locally.
+//   ping                    no round trip: reports the session alive unless SOCI knows it is
+//                           closed. So a connection the server closed or a hung server IS
+//                           handed out; the first statement on it fails (or blocks as long as
+//                           the backend's own timeouts allow).
+//   in_transaction          true: it cannot tell, so every give-back rolls back.
+//   rollback                session::rollback(): one round trip per give-back, and the one call
+//                           here that NO timeout bounds (a give-back can block on a hung server
+//                           for as long as the backend's socket timeouts allow: by default,
+//                           without end). SQLite's "no transaction is active" counts as success.
+//   reset                   false: a reset cannot be bounded, so with options::reset_on_release
+//                           every give-back closes the session and the next lease connects anew.
+//
+// soci_config::on_release (reusable()) and on_connect work the same with or without native
+// checks.
 //
 // fork(): a child process never uses nor closes a session inherited from its parent (the pool
 // releases it unclosed, see warmpool/traits.hpp), so nothing is sent on the parent's socket and
 // no SQLite handle is shared across processes. The child opens its own connections.
-//
-// POSIX only where a socket is polled (PostgreSQL, MySQL).
 
 #include <warmpool/detail/soci_connect_string.hpp>
+#include <warmpool/soci/mysql.hpp>
+#include <warmpool/soci/postgresql.hpp>
+#include <warmpool/soci/sqlite3.hpp>
 #include <warmpool/warmpool.hpp>
 
 #include <soci/soci.h>
-
-#if defined(WARMPOOL_SOCI_SQLITE3)
-#include <soci/sqlite3/soci-sqlite3.h>
-#endif
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-#include <soci/postgresql/soci-postgresql.h>
-#endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-#include <soci/mysql/soci-mysql.h>
-#endif
-#if defined(WARMPOOL_SOCI_POSTGRESQL) || defined(WARMPOOL_SOCI_MYSQL)
-#include <cerrno>
-#include <climits>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-#endif
 
 #include <algorithm>
 #include <chrono>
@@ -76,23 +98,63 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <utility>
 
 namespace warmpool {
 
-/// Where and how soci_traits connects: a SOCI backend, its parameters and a setup hook.
+namespace detail {
+namespace soci_impl {
+
+inline bool contains(const std::string& haystack, std::string_view needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+/// libpq names the word of a malformed conninfo that lacks its "=", and that word may be a
+/// piece of a password written unquoted (password=a b): such a message is replaced whole.
+inline bool names_a_bare_word(const std::string& text) {
+    return contains(text, "missing \"=\" after");
+}
+inline constexpr const char* bare_word_message =
+    "a word is not followed by \"=\" (not shown: it may be part of a password; quote values "
+    "that hold spaces: password='a b')";
+
+/// True when `type` (a std::type_info name) names soci::<name>_backend_factory, mangled
+/// (Itanium: "N4soci26postgresql_backend_factoryE") or not ("struct soci::…"). Naming a
+/// factory this way needs neither its backend's headers nor a link to its library.
+inline bool names_factory(std::string_view type, std::string_view name) {
+    const std::string wanted = std::string(name) + "_backend_factory";
+    const std::size_t at = type.find(wanted);
+    if (at == std::string_view::npos || at == 0 || type.find("soci") > at) {
+        return false;
+    }
+    const char before = type[at - 1];
+    const std::size_t end = at + wanted.size();
+    const bool whole_before = before == ':' || (before >= '0' && before <= '9');
+    const bool whole_after = end == type.size() || type[end] == 'E';
+    return whole_before && whole_after;
+}
+
+} // namespace soci_impl
+} // namespace detail
+
+/// Where and how soci_traits connects: a SOCI backend, its parameters and two hooks.
 ///
 ///   soci_config cfg = "postgresql://dbname=app user=app password=secret";
 ///   soci_config cfg{soci::postgresql, "dbname=app"};  // a backend factory (static linking)
 ///   cfg.on_connect = [](soci::session& s) { s << "set search_path to app"; };
 ///
 /// A malformed connect string throws std::invalid_argument from the constructor, so a pool
-/// built from it fails at once instead of after a retry loop.
+/// built from it fails at once instead of after a retry loop. So does one naming postgresql,
+/// mysql or sqlite3 whose native checks are not compiled in (see the top of this file).
 class soci_config {
 public:
     /// "backend://parameters", e.g. "postgresql://dbname=app", "mysql://db=app user=u",
     /// "sqlite3://db=app.db". For PostgreSQL the parameters may also be a URI without its
     /// scheme ("postgresql://user@host:5432/app"); "postgres://" is accepted for "postgresql://".
+    /// With WARMPOOL_SOCI_POSTGRESQL=1 libpq's own parser checks PostgreSQL parameters here;
+    /// otherwise libpq is not loaded yet, and it reports them at the first connect, which then
+    /// fails permanently.
     soci_config(std::string connect_string) { // NOLINT: implicit on purpose
         const std::size_t sep = connect_string.find("://");
         if (sep == std::string::npos) {
@@ -124,6 +186,7 @@ public:
                                         "no database; use \"sqlite3://db=FILE\" (or "
                                         "\"sqlite3://db=:memory:\")");
         }
+        require_native_checks();
         factory_ = static_factory(backend_);
         check_params();
     }
@@ -132,22 +195,32 @@ public:
         : soci_config(std::string(connect_string != nullptr ? connect_string : "")) {}
 
     /// A SOCI backend factory (soci::postgresql, soci::mysql, soci::sqlite3, or your own) and
-    /// its parameters; no dynamic loading. The backend is named in messages when it is one of
-    /// the three enabled by the WARMPOOL_SOCI_* macros, "soci" otherwise.
+    /// its parameters; no dynamic loading. SOCI's three are recognised by their type, and named
+    /// in messages; any other backend is named "soci" and gets the portable fallback unless its
+    /// sessions report one of the three names.
     soci_config(const soci::backend_factory& factory, std::string params)
         : backend_(backend_name_of(factory)), params_(std::move(params)), factory_(&factory) {
         if (params_.empty() && backend_ == "sqlite3") {
             throw std::invalid_argument("warmpool::soci_config: the sqlite3 parameters name no "
                                         "database; use \"db=FILE\" (or \"db=:memory:\")");
         }
+        require_native_checks();
         check_params();
     }
 
-    /// Runs on every new connection before the pool hands it out: SET statements, search_path,
-    /// PRAGMAs. If it throws, the connection is closed and the connect fails: permanently
-    /// (never retried), unless it threw warmpool::connect_error, whose transient() is kept, or a
-    /// SOCI error that shows the connection itself was lost (retried like any lost connect).
+    /// Runs on every new connection before the pool hands it out, and again after every reset
+    /// (options::reset_on_release): SET statements, search_path, PRAGMAs. If it throws, the
+    /// connection is closed and the connect fails: permanently (never retried), unless it threw
+    /// warmpool::connect_error, whose transient() is kept, or a SOCI error that shows the
+    /// connection itself was lost (retried like any lost connect). After a reset, a throw
+    /// closes the connection. Its statements are yours: no timeout of the pool bounds them.
     std::function<void(soci::session&)> on_connect;
+
+    /// Asked at every give-back about a session the pool is about to keep (after any rollback
+    /// and reset): return false to close it instead (close_reason::rejected_on_release), e.g.
+    /// when the lease changed session state you cannot undo. An exception counts as false.
+    /// Runs on the thread giving the lease back, outside the pool's lock; keep it cheap.
+    std::function<bool(soci::session&)> on_release;
 
     /// The backend name, as SOCI knows it ("postgresql", "mysql", "sqlite3", …).
     const std::string& backend() const noexcept { return backend_; }
@@ -159,9 +232,39 @@ public:
     const soci::backend_factory* factory() const noexcept { return factory_; }
 
 private:
+    [[noreturn]] static void refuse(const char* backend, const char* macro, const char* why) {
+        throw std::invalid_argument(
+            std::string("warmpool::soci_config: the connect string names ") + backend +
+            ", but the adapter's native checks for it are not compiled in: " + why +
+            ". Without them a connection the server closed can be handed out and a hung "
+            "server is not noticed. Fix that, or define " +
+            macro +
+            "=0 to accept the portable fallback (README: \"SOCI backends and the native "
+            "checks\")");
+    }
+
+    // The backend's native checks must be there unless the program opted out with =0.
+    void require_native_checks() const {
+#if defined(WARMPOOL_DETAIL_SOCI_POSTGRESQL_MISSING)
+        if (backend_ == "postgresql") {
+            refuse("postgresql", "WARMPOOL_SOCI_POSTGRESQL", detail::soci_pg::missing);
+        }
+#endif
+#if defined(WARMPOOL_DETAIL_SOCI_MYSQL_MISSING)
+        if (backend_ == "mysql") {
+            refuse("mysql", "WARMPOOL_SOCI_MYSQL", detail::soci_my::missing);
+        }
+#endif
+#if defined(WARMPOOL_DETAIL_SOCI_SQLITE3_MISSING)
+        if (backend_ == "sqlite3") {
+            refuse("sqlite3", "WARMPOOL_SOCI_SQLITE3", detail::soci_lite::missing);
+        }
+#endif
+    }
+
     // Syntax errors surface here, at pool construction, rather than as a connect failure.
     void check_params() const {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
         if (backend_ != "postgresql" || params_.empty()) {
             return;
         }
@@ -169,21 +272,13 @@ private:
         const std::string conninfo = keyword_form || params_.find("://") != std::string::npos
                                          ? params_
                                          : "postgresql://" + params_;
-        char* error = nullptr;
-        PQconninfoOption* const parsed = PQconninfoParse(conninfo.c_str(), &error);
-        if (parsed != nullptr) {
-            PQconninfoFree(parsed);
+        std::string why = detail::soci_pg::parse_error(conninfo);
+        if (why.empty()) {
             return;
         }
-        std::string why = error != nullptr ? error : "out of memory";
-        PQfreemem(error);
-        // libpq quotes the offending word, which may be a piece of a password written unquoted.
-        if (why.find("missing \"=\" after") != std::string::npos) {
-            why = "a word is not followed by \"=\" (not shown: it may be part of a password; "
-                  "quote values that hold spaces: password='a b')";
-        } else {
-            why = detail::soci_cs::scrub(why, params_, !keyword_form);
-        }
+        why = detail::soci_impl::names_a_bare_word(why)
+                  ? std::string(detail::soci_impl::bare_word_message)
+                  : detail::soci_cs::scrub(why, params_, !keyword_form);
         while (!why.empty() && detail::soci_cs::is_space(why.back())) {
             why.pop_back();
         }
@@ -193,18 +288,19 @@ private:
 #endif
     }
 
+    // With a backend linked directly (=1), its static factory; otherwise SOCI's loader.
     static const soci::backend_factory* static_factory(const std::string& backend) noexcept {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
         if (backend == "postgresql") {
             return &soci::postgresql;
         }
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 1
         if (backend == "mysql") {
             return &soci::mysql;
         }
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 1
         if (backend == "sqlite3") {
             return &soci::sqlite3;
         }
@@ -214,22 +310,12 @@ private:
     }
 
     static std::string backend_name_of(const soci::backend_factory& factory) {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        if (&factory == &soci::postgresql) {
-            return "postgresql";
+        const std::string_view type = typeid(factory).name();
+        for (const char* name : {"postgresql", "mysql", "sqlite3"}) {
+            if (detail::soci_impl::names_factory(type, name)) {
+                return name;
+            }
         }
-#endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        if (&factory == &soci::mysql) {
-            return "mysql";
-        }
-#endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        if (&factory == &soci::sqlite3) {
-            return "sqlite3";
-        }
-#endif
-        (void)factory;
         return "soci";
     }
 
@@ -268,233 +354,32 @@ inline backend_kind kind_of(soci::session& s) noexcept {
     return backend_kind::other;
 }
 
-using steady = std::chrono::steady_clock;
-
-#if defined(WARMPOOL_SOCI_POSTGRESQL) || defined(WARMPOOL_SOCI_MYSQL)
-/// Waits until `fd` shows one of `events` or the deadline passes. True when it showed.
-inline bool wait_socket(int fd, short events, steady::time_point deadline) noexcept {
-    if (fd < 0) {
-        return false;
-    }
-    for (;;) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - steady::now());
-        if (left.count() <= 0) {
-            return false;
-        }
-        pollfd p{fd, events, 0};
-        const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), INT_MAX)));
-        if (r > 0) {
-            return true;
-        }
-        if (r == 0 || errno != EINTR) {
-            return false;
-        }
-    }
-}
-
-/// One zero-timeout poll for readability; returns the revents (0 when nothing is pending).
-inline short poll_now(int fd) noexcept {
-    short events = POLLIN;
-#if defined(POLLRDHUP)
-    events |= POLLRDHUP; // the peer shut its side: a server never does that to a live session
+/// For a session whose backend has native checks compiled in: why they cannot run (the client
+/// library's functions were not found in this process), or nullptr when they can.
+inline const char* unresolved(soci::session& s) noexcept {
+    switch (kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+    case backend_kind::postgresql:
+        return soci_pg::api() == nullptr ? soci_pg::unresolved : nullptr;
 #endif
-    pollfd p{fd, events, 0};
-    return ::poll(&p, 1, 0) > 0 ? p.revents : 0;
-}
-
-inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
-#if defined(POLLRDHUP)
-                                       | POLLRDHUP
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+    case backend_kind::mysql:
+        return soci_my::api() == nullptr ? soci_my::unresolved : nullptr;
 #endif
-    ;
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+    case backend_kind::sqlite3:
+        return soci_lite::api() == nullptr ? soci_lite::unresolved : nullptr;
 #endif
-
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-inline PGconn* pg(soci::session& s) noexcept {
-    return static_cast<soci::postgresql_session_backend*>(s.get_backend())->conn_;
+    default:
+        return nullptr;
+    }
 }
-
-/// True when the bytes waiting on the socket hold an ErrorResponse. While a session is idle the
-/// server sends one only right before closing it (idle_session_timeout, pg_terminate_backend,
-/// shutdown), but libpq takes it for a notice and reports the death only once the end of the
-/// stream arrives, which can be milliseconds later than the check. So peek at the raw messages
-/// (type byte, then a big-endian length that counts itself). Not over TLS: the bytes are
-/// encrypted there, and the check falls back to waiting for the end of the stream.
-inline bool pg_error_pending(PGconn* c, int fd) noexcept {
-    if (PQsslInUse(c) != 0) {
-        return false;
-    }
-    unsigned char buf[512];
-    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
-    std::size_t at = 0;
-    while (n > 0 && at < static_cast<std::size_t>(n)) {
-        if (buf[at] == 'E') {
-            return true;
-        }
-        if (at + 5 > static_cast<std::size_t>(n)) {
-            return false;
-        }
-        const std::size_t length = (std::size_t{buf[at + 1]} << 24) |
-                                   (std::size_t{buf[at + 2]} << 16) |
-                                   (std::size_t{buf[at + 3]} << 8) | std::size_t{buf[at + 4]};
-        if (length < 4) {
-            return false;
-        }
-        at += 1 + length;
-    }
-    return false;
-}
-
-inline bool pg_peer_closed(PGconn* c) noexcept {
-    if (c == nullptr || PQstatus(c) == CONNECTION_BAD) {
-        return true;
-    }
-    const int fd = PQsocket(c);
-    if (fd < 0) {
-        return true;
-    }
-    // A FATAL message and the end of the stream may arrive apart: look a few times.
-    for (int round = 0; round < 3; ++round) {
-        const short revents = poll_now(fd);
-        if (revents == 0) {
-            return false;
-        }
-        if ((revents & hangup_events) != 0 || pg_error_pending(c, fd)) {
-            return true;
-        }
-        // Readable while idle: a NOTIFY or a ParameterStatus is not death; let libpq read it
-        // and judge. PQisBusy() makes it parse what arrived.
-        if (PQconsumeInput(c) == 0) {
-            return true;
-        }
-        (void)PQisBusy(c);
-        if (PQstatus(c) == CONNECTION_BAD) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/// The empty query, sent and awaited without ever blocking past `deadline`.
-inline bool pg_ping_nonblocking(PGconn* c, steady::time_point deadline) noexcept {
-    const int fd = PQsocket(c);
-    if (PQsendQuery(c, "") == 0) {
-        return false;
-    }
-    for (;;) {
-        const int flushed = PQflush(c);
-        if (flushed < 0) {
-            return false;
-        }
-        if (flushed == 0) {
-            break;
-        }
-        if (!wait_socket(fd, POLLOUT | POLLIN, deadline) || PQconsumeInput(c) == 0) {
-            return false;
-        }
-    }
-    bool answered = true;
-    for (;;) {
-        while (PQisBusy(c) != 0) {
-            if (!wait_socket(fd, POLLIN, deadline) || PQconsumeInput(c) == 0) {
-                return false;
-            }
-        }
-        PGresult* const result = PQgetResult(c);
-        if (result == nullptr) {
-            break;
-        }
-        const ExecStatusType status = PQresultStatus(result);
-        if (status != PGRES_EMPTY_QUERY && status != PGRES_COMMAND_OK &&
-            status != PGRES_TUPLES_OK) {
-            answered = false;
-        }
-        PQclear(result);
-    }
-    return answered;
-}
-
-inline bool pg_ping(PGconn* c, std::chrono::milliseconds timeout) noexcept {
-    if (c == nullptr || PQstatus(c) != CONNECTION_OK || PQisBusy(c) != 0) {
-        return false;
-    }
-    const auto deadline = steady::now() + timeout;
-    const bool was_nonblocking = PQisnonblocking(c) != 0;
-    if (!was_nonblocking && PQsetnonblocking(c, 1) != 0) {
-        return false;
-    }
-    if (!pg_ping_nonblocking(c, deadline)) {
-        // Left non-blocking: the connection is about to be destroyed, and PQfinish must not
-        // block on a server that stopped answering.
-        return false;
-    }
-    if (!was_nonblocking && PQsetnonblocking(c, 0) != 0) {
-        return false;
-    }
-    return PQstatus(c) == CONNECTION_OK;
-}
-#endif
-
-#if defined(WARMPOOL_SOCI_MYSQL)
-inline MYSQL* my(soci::session& s) noexcept {
-    return static_cast<soci::mysql_session_backend*>(s.get_backend())->conn_;
-}
-
-inline bool my_peer_closed(MYSQL* c) noexcept {
-    if (c == nullptr) {
-        return true;
-    }
-    const int fd = static_cast<int>(mysql_get_socket(c));
-    if (fd < 0) {
-        return true;
-    }
-    const short revents = poll_now(fd);
-    if ((revents & hangup_events) != 0) {
-        return true;
-    }
-    // MySQL sends nothing unprompted to an idle session except the error packet that precedes
-    // a server-side close, so readable means closed. Over TLS a session ticket can arrive after
-    // the handshake and sit unread: there only a hang-up counts.
-    return (revents & POLLIN) != 0 && mysql_get_ssl_cipher(c) == nullptr;
-}
-
-/// "DO 0" sent, then its reply awaited with poll() so a stopped server cannot hold us past
-/// the deadline (mysql_ping would block for as long as read_timeout allows: by default forever).
-inline bool my_ping(MYSQL* c, std::chrono::milliseconds timeout) noexcept {
-    if (c == nullptr) {
-        return false;
-    }
-    const auto deadline = steady::now() + timeout;
-    const int fd = static_cast<int>(mysql_get_socket(c));
-    if (fd < 0) {
-        return false;
-    }
-    static constexpr char query[] = "DO 0";
-    if (mysql_send_query(c, query, sizeof query - 1) != 0) {
-        return false;
-    }
-    if (!wait_socket(fd, POLLIN, deadline)) {
-        return false; // the connection is mid-command now; the pool destroys it
-    }
-    return mysql_read_query_result(c) == 0;
-}
-#endif
-
-#if defined(WARMPOOL_SOCI_SQLITE3)
-inline sqlite_api::sqlite3* lite(soci::session& s) noexcept {
-    return static_cast<soci::sqlite3_session_backend*>(s.get_backend())->conn_;
-}
-#endif
 
 /// Why a connect failed, read from the backend's error text (and MySQL's error number).
 struct failure_class {
     bool transient = false;
     const char* hint = "check the connect string";
 };
-
-inline bool contains(const std::string& haystack, std::string_view needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 inline failure_class classify(const std::string& backend, const std::string& text,
                               unsigned mysql_errno) {
@@ -504,8 +389,9 @@ inline failure_class classify(const std::string& backend, const std::string& tex
     }
     if (contains(t, "failed to find shared library for backend") ||
         contains(t, "failed to resolve dynamic symbol")) {
-        return {false, "SOCI has no such backend: check the name before \"://\", or install and "
-                       "link libsoci_<backend> and define WARMPOOL_SOCI_<BACKEND>"};
+        return {false, "SOCI has no such backend: check the name before \"://\", or install "
+                       "SOCI's backend library (libsoci_<backend>.so) where SOCI's loader finds "
+                       "it (its install directory, or LD_LIBRARY_PATH)"};
     }
     // A per-user limit is not the server's max_connections: say which knob it is. The MySQL
     // resource name is inserted verbatim even in translated messages.
@@ -555,14 +441,12 @@ inline failure_class classify(const std::string& backend, const std::string& tex
 }
 
 inline unsigned mysql_error_number(const std::exception& e) noexcept {
-#if defined(WARMPOOL_SOCI_MYSQL)
-    if (const auto* m = dynamic_cast<const soci::mysql_soci_error*>(&e)) {
-        return m->err_num_;
-    }
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+    return soci_my::error_number(e);
 #else
     (void)e;
-#endif
     return 0;
+#endif
 }
 
 /// The parameters handed to SOCI: the user's, plus a connect timeout where the backend takes
@@ -601,7 +485,9 @@ inline bool bare_uri(const soci_config& cfg) {
 } // namespace soci_impl
 } // namespace detail
 
-/// The warmpool traits for SOCI (see warmpool/traits.hpp for the contract).
+/// The warmpool traits for SOCI (see warmpool/traits.hpp for the contract, and the top of this
+/// file for what each member costs with and without native checks). Every member but connect
+/// and describe is noexcept.
 struct soci_traits {
     using connection = soci::session;
     using config = soci_config;
@@ -609,8 +495,9 @@ struct soci_traits {
     /// Opens a session and runs config.on_connect on it. Failures become connect_error:
     /// transient for too many connections, a server starting or stopping, a refused, timed-out
     /// or lost connection; permanent for everything else (bad credentials, unknown database or
-    /// backend, any SQLite error). `timeout` becomes PostgreSQL's and MySQL's connect_timeout
-    /// (whole seconds, at least 2) unless the connect string sets one.
+    /// backend, any SQLite error, a client library whose functions cannot be found). `timeout`
+    /// becomes PostgreSQL's and MySQL's connect_timeout (whole seconds, at least 2) unless the
+    /// connect string sets one.
     static std::unique_ptr<soci::session> connect(const soci_config& cfg,
                                                   std::chrono::milliseconds timeout) {
         namespace impl = detail::soci_impl;
@@ -624,6 +511,10 @@ struct soci_traits {
             }
         } catch (const std::exception& e) {
             throw failure(cfg, "cannot connect to ", e);
+        }
+        // The client library is loaded now: find its functions once, or fail for good.
+        if (const char* why = impl::unresolved(*session)) {
+            throw connect_error(describe(cfg) + ": " + why, false);
         }
         if (cfg.on_connect) {
             try {
@@ -652,141 +543,167 @@ struct soci_traits {
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        case impl::backend_kind::postgresql: {
-            PGconn* const c = impl::pg(s);
-            return c == nullptr || PQstatus(c) == CONNECTION_BAD;
-        }
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::is_broken(s);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        case impl::backend_kind::mysql: {
-            MYSQL* const c = impl::my(s);
-            return c == nullptr || static_cast<int>(mysql_get_socket(c)) < 0;
-        }
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::is_broken(s);
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
         case impl::backend_kind::sqlite3:
-            return impl::lite(s) == nullptr;
+            return detail::soci_lite::is_broken(s);
 #endif
         default:
             return false;
         }
     }
 
-    /// One zero-timeout poll() of the socket (PostgreSQL, MySQL); false for SQLite and for
-    /// backends without their WARMPOOL_SOCI_* macro.
+    /// At most one zero-timeout poll() of the socket; false for SQLite and in the fallback.
     static bool peer_closed(soci::session& s) noexcept {
         namespace impl = detail::soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
         case impl::backend_kind::postgresql:
-            return impl::pg_peer_closed(impl::pg(s));
+            return detail::soci_pg::peer_closed(s);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE
         case impl::backend_kind::mysql:
-            return impl::my_peer_closed(impl::my(s));
+            return detail::soci_my::peer_closed(s);
 #endif
         default:
             return false;
         }
     }
 
-    /// One round trip. Bounded by `timeout` for PostgreSQL and MySQL with their macros; see the
-    /// top of this file for the portable fallback, which is not.
+    /// One round trip bounded by `timeout`. In the fallback no round trip at all: true unless
+    /// SOCI knows the session is closed.
     static bool ping(soci::session& s, std::chrono::milliseconds timeout) noexcept {
         namespace impl = detail::soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
         case impl::backend_kind::postgresql:
-            return impl::pg_ping(impl::pg(s), timeout);
+            return detail::soci_pg::ping(s, timeout);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE
         case impl::backend_kind::mysql:
-            return impl::my_ping(impl::my(s), timeout);
+            return detail::soci_my::ping(s, timeout);
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        case impl::backend_kind::sqlite3: {
-            sqlite_api::sqlite3* const db = impl::lite(s);
-            return db != nullptr &&
-                   sqlite_api::sqlite3_exec(db, "SELECT 1", nullptr, nullptr, nullptr) == SQLITE_OK;
-        }
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            return detail::soci_lite::ping(s, timeout);
 #endif
         default:
             (void)timeout;
-            return s.is_connected();
+            return true;
         }
     }
 
-    /// Local. True when a transaction is open, or when the backend cannot tell (no macro).
+    /// Local. True when a transaction is open, or when the backend cannot tell (fallback).
     static bool in_transaction(soci::session& s) noexcept {
         namespace impl = detail::soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        case impl::backend_kind::postgresql: {
-            PGconn* const c = impl::pg(s);
-            return c == nullptr || PQtransactionStatus(c) != PQTRANS_IDLE;
-        }
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::in_transaction(s);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        case impl::backend_kind::mysql: {
-            MYSQL* const c = impl::my(s);
-            return c == nullptr || (c->server_status & SERVER_STATUS_IN_TRANS) != 0;
-        }
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::in_transaction(s);
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        case impl::backend_kind::sqlite3: {
-            sqlite_api::sqlite3* const db = impl::lite(s);
-            return db == nullptr || sqlite_api::sqlite3_get_autocommit(db) == 0;
-        }
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            return detail::soci_lite::in_transaction(s);
 #endif
         default:
             return true;
         }
     }
 
-    /// One round trip (ROLLBACK). True when no transaction is left open afterwards.
-    static bool rollback(soci::session& s) noexcept {
+    /// ROLLBACK, one round trip bounded by `timeout`; true when no transaction is left open.
+    /// In the fallback session::rollback(), which no timeout bounds.
+    static bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexcept {
         namespace impl = detail::soci_impl;
         const impl::backend_kind kind = impl::kind_of(s);
-        if (kind == impl::backend_kind::none) {
+        switch (kind) {
+        case impl::backend_kind::none:
+            return false;
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::rollback(s, timeout);
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::rollback(s, timeout);
+#endif
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            return detail::soci_lite::rollback(s, timeout);
+#endif
+        default:
+            (void)timeout;
+            return fallback_rollback(s, kind);
+        }
+    }
+
+    /// For options::reset_on_release: the backend's reset (PostgreSQL DISCARD ALL, MariaDB
+    /// mysql_reset_connection and the role, SQLite the temp schema and attached databases),
+    /// bounded by `timeout`, then config.on_connect again. False when either failed (the pool
+    /// closes the connection), and always in the fallback, where a reset cannot be bounded.
+    static bool reset(soci::session& s, const soci_config& cfg,
+                      std::chrono::milliseconds timeout) noexcept {
+        namespace impl = detail::soci_impl;
+        bool done = false;
+        switch (impl::kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            done = detail::soci_pg::reset(s, timeout);
+            break;
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            done = detail::soci_my::reset(s, timeout);
+            break;
+#endif
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            done = detail::soci_lite::reset(s, timeout);
+            break;
+#endif
+        default:
+            (void)timeout;
             return false;
         }
+        if (!done) {
+            return false;
+        }
+        if (!cfg.on_connect) {
+            return true;
+        }
         try {
-            s.rollback();
-        } catch (const std::exception& e) {
-            // Without native access the pool rolls back blindly, and SQLite, unlike the
-            // servers, refuses a ROLLBACK with nothing to roll back.
-            const bool nothing_open =
-                kind == impl::backend_kind::sqlite3 &&
-                impl::contains(detail::soci_cs::to_lower(e.what()), "no transaction is active");
-            if (!nothing_open) {
-                return false;
-            }
+            cfg.on_connect(s);
+            return true;
         } catch (...) {
             return false;
         }
-        switch (kind) {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        case impl::backend_kind::postgresql:
-#endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        case impl::backend_kind::mysql:
-#endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        case impl::backend_kind::sqlite3:
-#endif
-#if defined(WARMPOOL_SOCI_POSTGRESQL) || defined(WARMPOOL_SOCI_MYSQL) ||                           \
-    defined(WARMPOOL_SOCI_SQLITE3)
-            return !in_transaction(s);
-#endif
-        default:
+    }
+
+    /// config.on_release's verdict (true without one); an exception counts as false.
+    static bool reusable(soci::session& s, const soci_config& cfg) noexcept {
+        if (!cfg.on_release) {
             return true;
+        }
+        try {
+            return cfg.on_release(s);
+        } catch (...) {
+            return false;
         }
     }
 
@@ -798,6 +715,9 @@ struct soci_traits {
 
 private:
     static std::string scrub(const soci_config& cfg, const std::string& text) {
+        if (detail::soci_impl::names_a_bare_word(text)) {
+            return detail::soci_impl::bare_word_message; // see names_a_bare_word
+        }
         const std::string scrubbed =
             detail::soci_cs::scrub(text, cfg.params(), detail::soci_impl::bare_uri(cfg));
         // One line: libpq's messages span several, with tabs.
@@ -825,6 +745,22 @@ private:
 
     static bool is_broken_or_closed(soci::session& s) noexcept {
         return is_broken(s) || peer_closed(s);
+    }
+
+    // The fallback's rollback: SOCI's, unbounded (see the top of this file).
+    static bool fallback_rollback(soci::session& s, detail::soci_impl::backend_kind kind) noexcept {
+        try {
+            s.rollback();
+            return true;
+        } catch (const std::exception& e) {
+            // Without native access the pool rolls back blindly, and SQLite, unlike the
+            // servers, refuses a ROLLBACK with nothing to roll back.
+            return kind == detail::soci_impl::backend_kind::sqlite3 &&
+                   detail::soci_impl::contains(detail::soci_cs::to_lower(e.what()),
+                                               "no transaction is active");
+        } catch (...) {
+            return false;
+        }
     }
 };
 

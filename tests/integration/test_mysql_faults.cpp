@@ -8,7 +8,9 @@
 // it running and as it found it. The scenarios PostgreSQL shares are written once, in
 // support/fault_scenarios.hpp.
 
-#if defined(WARMPOOL_SOCI_MYSQL)
+#include <warmpool/soci.hpp>
+
+#if WARMPOOL_SOCI_MYSQL_NATIVE
 
 #include "support/fault_scenarios.hpp"
 #include "support/real_server.hpp"

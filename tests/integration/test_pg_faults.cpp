@@ -8,7 +8,9 @@
 // (WARMPOOL_TEST_PG, WARMPOOL_TEST_PG_CTL); every test leaves it running and as it found it.
 // The scenarios MariaDB shares are written once, in support/fault_scenarios.hpp.
 
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#include <warmpool/soci.hpp>
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
 
 #include "support/fault_scenarios.hpp"
 #include "support/real_server.hpp"

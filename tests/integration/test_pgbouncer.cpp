@@ -7,7 +7,9 @@
 // not the client's. These tests pin down what works and what does not; docs/pgbouncer.md says
 // what to do about it.
 
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#include <warmpool/soci.hpp>
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
 
 #include "support/real_server.hpp"
 

@@ -67,7 +67,7 @@ void parent_keeps_its_connection_across_a_child(const server_kind& server) {
 
 } // namespace
 
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
 TEST_CASE("PostgreSQL: after fork() the child opens its own connection and the parent's keeps "
           "working" *
           skip_without(pg)) {
@@ -75,7 +75,7 @@ TEST_CASE("PostgreSQL: after fork() the child opens its own connection and the p
 }
 #endif
 
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE
 TEST_CASE("MySQL: after fork() the child opens its own connection and the parent's keeps "
           "working" *
           skip_without(mysql)) {

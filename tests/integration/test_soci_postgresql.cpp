@@ -7,7 +7,9 @@
 // support/servers.hpp). The stopped-server test needs the server on this machine and the right
 // to signal its processes (WARMPOOL_TEST_SIGSTOP).
 
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#include <warmpool/soci.hpp>
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
 
 #include <warmpool/soci.hpp>
 
@@ -48,7 +50,7 @@ TEST_CASE("PostgreSQL: the local checks follow the session's state" *
     CHECK(traits::ping(*s, milliseconds{2000}));
     *s << "begin";
     CHECK(traits::in_transaction(*s));
-    CHECK(traits::rollback(*s));
+    CHECK(traits::rollback(*s, milliseconds{2000}));
     CHECK_FALSE(traits::in_transaction(*s));
     // A NOTIFY waiting on the socket is not a closed connection.
     *s << "listen warmpool_test";

@@ -146,7 +146,26 @@ TEST_CASE("an SQLite file that cannot be opened fails permanently at the first a
     CHECK(pool.stats().connect_failures == 1);
 }
 
-#if defined(WARMPOOL_SOCI_SQLITE3)
+TEST_CASE("a backend factory is named by its type, in any compiler's spelling") {
+    using warmpool::detail::soci_impl::names_factory;
+    CHECK(names_factory("N4soci26postgresql_backend_factoryE", "postgresql"));
+    CHECK(names_factory("N4soci21mysql_backend_factoryE", "mysql"));
+    CHECK(names_factory("struct soci::sqlite3_backend_factory", "sqlite3"));
+    CHECK_FALSE(names_factory("N4soci21mysql_backend_factoryE", "postgresql"));
+    CHECK_FALSE(names_factory("N2my24my_mysql_backend_factoryE", "mysql"));
+    CHECK_FALSE(names_factory("N4soci22mysql_backend_factory2E", "mysql"));
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 1
+    CHECK(warmpool::soci_config(soci::sqlite3, "db=:memory:").backend() == "sqlite3");
+#endif
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
+    CHECK(warmpool::soci_config(soci::postgresql, "dbname=x").backend() == "postgresql");
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 1
+    CHECK(warmpool::soci_config(soci::mysql, "db=x").backend() == "mysql");
+#endif
+}
+
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
 TEST_CASE("in_transaction() follows SQLite's autocommit flag") {
     temp_dir dir;
     auto s = warmpool::soci_traits::connect(dir.db("flag.db"), milliseconds{1000});
@@ -154,7 +173,7 @@ TEST_CASE("in_transaction() follows SQLite's autocommit flag") {
     CHECK_FALSE(warmpool::soci_traits::in_transaction(*s));
     *s << "begin";
     CHECK(warmpool::soci_traits::in_transaction(*s));
-    CHECK(warmpool::soci_traits::rollback(*s));
+    CHECK(warmpool::soci_traits::rollback(*s, milliseconds{1000}));
     CHECK_FALSE(warmpool::soci_traits::in_transaction(*s));
     CHECK_FALSE(warmpool::soci_traits::is_broken(*s));
     CHECK_FALSE(warmpool::soci_traits::peer_closed(*s));
@@ -209,7 +228,7 @@ TEST_CASE("a committed transaction is kept, and nothing is rolled back") {
     }
     auto sql = pool.acquire();
     CHECK(count_rows(*sql, "t") == 1);
-#if defined(WARMPOOL_SOCI_SQLITE3)
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
     CHECK(pool.stats().rollbacks == 0); // without native access every give-back rolls back
 #endif
 }
@@ -335,7 +354,7 @@ TEST_CASE("eight threads share a pool of three on one SQLite file") {
     const auto st = pool.stats();
     CHECK(st.created <= 3);
     CHECK(st.acquired == threads * per_thread + 1);
-#if defined(WARMPOOL_SOCI_SQLITE3)
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
     CHECK(st.rollbacks == 0);
 #endif
 }

@@ -1,0 +1,68 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// poll() helpers for the SOCI adapter's PostgreSQL and MySQL checks (warmpool/soci/*.hpp): wait
+// for a socket until a deadline, or look at it once without waiting. Every round trip the
+// adapter makes is awaited here, which is what keeps it bounded when a server hangs. POSIX:
+// without <poll.h> this header is empty.
+
+#if __has_include(<poll.h>)
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+
+#include <poll.h>
+
+namespace warmpool {
+namespace detail {
+namespace socket_wait {
+
+using steady = std::chrono::steady_clock;
+
+/// Waits until `fd` shows one of `events` (or an error) or `deadline` passes. Returns the
+/// revents seen; 0 on timeout or failure.
+inline short until(int fd, short events, steady::time_point deadline) noexcept {
+    if (fd < 0) {
+        return 0;
+    }
+    for (;;) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - steady::now());
+        if (left.count() <= 0) {
+            return 0;
+        }
+        pollfd p{fd, events, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), INT_MAX)));
+        if (r > 0) {
+            return p.revents;
+        }
+        if (r == 0 || errno != EINTR) {
+            return 0;
+        }
+    }
+}
+
+/// One zero-timeout poll for readability; the revents (0 when nothing is pending).
+inline short now(int fd) noexcept {
+    short events = POLLIN;
+#if defined(POLLRDHUP)
+    events |= POLLRDHUP; // the peer shut its side: a server never does that to a live session
+#endif
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, 0) > 0 ? p.revents : 0;
+}
+
+/// The revents that mean the connection is over.
+inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
+#if defined(POLLRDHUP)
+                                       | POLLRDHUP
+#endif
+    ;
+
+} // namespace socket_wait
+} // namespace detail
+} // namespace warmpool
+
+#endif // __has_include(<poll.h>)
