@@ -10,9 +10,11 @@
 //   - WARMPOOL_WITH_SOCI defined to 0: left out, even where SOCI is installed.
 //   - WARMPOOL_WITH_SOCI not defined: compiled when <soci/soci.h> is found (and Boost's headers
 //     too, when that SOCI was built with Boost), and WARMPOOL_WITH_SOCI is then defined to 1.
-// Compiling the adapter needs no SOCI library at link time until soci_pool is used. As with the
-// multi-header layout, define WARMPOOL_SOCI_SQLITE3 / _POSTGRESQL / _MYSQL to 1 for the backends
-// you link, which enables their native connection checks.
+// Compiling the adapter needs no SOCI library at link time until soci_pool is used; then SOCI's
+// core is enough. As with the multi-header layout, each backend's native connection checks are
+// compiled in when its headers are on the include path (libpq-fe.h, mysql.h, sqlite3.h) and find
+// the client library at run time; WARMPOOL_SOCI_POSTGRESQL / _MYSQL / _SQLITE3 =1 call it
+// directly instead (link it and the SOCI backend), =0 leaves the checks out (see soci.hpp).
 
 #pragma once
 
@@ -92,9 +94,10 @@ enum class close_reason : std::uint8_t {
     idle_timeout,      ///< idle longer than options::idle_timeout
     max_lifetime,      ///< older than its (jittered) options::max_lifetime
     validation_failed, ///< the socket showed the server closed it, or a ping failed or timed out
-    broken,            ///< the backend reported it unusable, or a rollback on give-back failed
-    invalidated,       ///< the lease holder called lease::invalidate()
-    pool_closed,       ///< the pool was closed
+    broken,      ///< the backend reported it unusable, or a rollback or reset on give-back failed
+    invalidated, ///< the lease holder called lease::invalidate()
+    pool_closed, ///< the pool was closed
+    rejected_on_release, ///< the traits' reusable() (e.g. soci_config::on_release) said no
 };
 
 /// A stable lower-case name for logs and metrics labels.
@@ -114,6 +117,8 @@ constexpr std::string_view to_string(close_reason r) noexcept {
         return "invalidated";
     case close_reason::pool_closed:
         return "pool_closed";
+    case close_reason::rejected_on_release:
+        return "rejected_on_release";
     }
     return "unknown";
 }
@@ -124,6 +129,7 @@ enum class event_type : std::uint8_t {
     acquired,          ///< a lease was handed out; elapsed = time the caller waited
     released,          ///< a lease came back; elapsed = how long it was held
     rolled_back,       ///< a transaction left open was rolled back on give-back
+    reset,             ///< a connection given back was reset (options::reset_on_release)
     validation_failed, ///< an idle connection failed its socket check or ping
     closed,            ///< a connection closed; reason says why
     leak_suspected,    ///< a lease has been held longer than options::leak_threshold
@@ -143,6 +149,8 @@ constexpr std::string_view to_string(event_type t) noexcept {
         return "released";
     case event_type::rolled_back:
         return "rolled_back";
+    case event_type::reset:
+        return "reset";
     case event_type::validation_failed:
         return "validation_failed";
     case event_type::closed:
@@ -182,9 +190,14 @@ namespace warmpool {
 
 /// How a pool behaves. A plain aggregate: set the fields you care about, leave the rest.
 /// Every duration is in milliseconds; the pool's constructor rejects invalid values with
-/// std::invalid_argument naming the field (see validate()).
+/// std::invalid_argument naming the field (see validate()). A duration longer than
+/// options::forever (about 100 years; e.g. milliseconds::max()) means "no limit" and is taken as
+/// forever, so no setting can overflow a clock.
 struct options {
     using duration = std::chrono::milliseconds;
+
+    /// About 100 years: longer durations are clamped to it. Far from any clock's overflow.
+    static constexpr duration forever{3'155'760'000'000};
 
     /// Upper bound on open connections, in use and idle together. Must be >= 1.
     std::size_t max_size = 10;
@@ -194,9 +207,10 @@ struct options {
     std::size_t min_idle = 0;
 
     /// How long acquire() may take in total: waiting for a free connection, validating it and
-    /// connecting (with retries) together. A ping or connect attempt under way at the deadline
-    /// is bounded by its own limit (validation_timeout; the connect timeout handed to the
-    /// backend). 0 = do not wait for another user at all.
+    /// connecting (with retries) together. acquire() starts no ping and no connect attempt after
+    /// its deadline, so it returns within acquire_timeout plus the one call under way at the
+    /// deadline: a ping (at most validation_timeout) or a connect attempt (at most the connect
+    /// timeout handed to the backend). 0 = do not wait for another user at all.
     duration acquire_timeout{30'000};
 
     /// Waiting callers are served first come, first served. A connection given back goes
@@ -212,8 +226,10 @@ struct options {
     /// process or VM frozen while the monotonic clock stood still is still noticed.
     duration validation_window{500};
 
-    /// Upper bound on one ping. A ping that takes longer counts as failed: the connection is
-    /// closed and replaced. Must be > 0.
+    /// Upper bound on one ping, and on the rollback (and reset) at give-back. A ping that takes
+    /// longer counts as failed: the connection is closed and replaced. A rollback or reset that
+    /// takes longer closes the connection, so giving a lease back never blocks for longer.
+    /// Must be > 0.
     duration validation_timeout{5'000};
 
     /// An idle connection is checked for a closed socket (a local poll, no round trip) only
@@ -221,6 +237,8 @@ struct options {
     duration socket_check_after{0};
 
     /// An idle connection unused for this long is closed (down to min_idle). 0 = never.
+    /// Measured on the monotonic clock only: a wall-clock step (NTP, a thaw) forces a ping
+    /// (validation_window), never a mass close and the reconnect storm that would follow.
     duration idle_timeout{600'000};
 
     /// A connection older than this is closed when next idle. Each connection's limit is
@@ -235,8 +253,16 @@ struct options {
     duration connect_backoff_cap{1'000};
 
     /// Connect attempts per acquire, the first included. 0 = as many as the acquire deadline
-    /// allows; 1 = no retry.
+    /// allows; 1 = no retry. try_acquire() makes one attempt at most.
     unsigned connect_attempts = 0;
+
+    /// Return every connection given back to the state of a new one before the next user gets
+    /// it: PostgreSQL DISCARD ALL, MariaDB/MySQL mysql_reset_connection(), then the config's
+    /// per-connection setup again (soci_config::on_connect). Session variables, SET ROLE,
+    /// search_path, temporary tables, prepared statements and advisory locks then never reach
+    /// the next user. Costs one round trip per give-back (bounded by validation_timeout; a reset
+    /// that fails or times out closes the connection). Needs traits with reset(); off by default.
+    bool reset_on_release = false;
 
     /// A lease held longer than this raises one leak_suspected event (and a leak_returned
     /// event when it comes back). 0 = off.
@@ -347,6 +373,7 @@ struct pool_stats {
     std::uint64_t connect_failures = 0;    ///< failed connect attempts (each retry counts)
     std::uint64_t pings = 0;               ///< validation round trips
     std::uint64_t rollbacks = 0;           ///< open transactions rolled back on give-back
+    std::uint64_t resets = 0;              ///< sessions reset on give-back (reset_on_release)
     std::uint64_t leaks_suspected = 0;     ///< leases held past options::leak_threshold
     std::uint64_t forks = 0;               ///< fork()s noticed (in the child)
 
@@ -357,6 +384,7 @@ struct pool_stats {
     std::uint64_t closed_broken = 0;
     std::uint64_t closed_invalidated = 0;
     std::uint64_t closed_pool_closed = 0;
+    std::uint64_t closed_rejected_on_release = 0;
 
     // Waiting: only acquire() calls that had to queue for another user count here.
     std::uint64_t waits = 0;                      ///< acquires that queued
@@ -403,13 +431,26 @@ struct pool_stats {
 //       // more, but never another user's transaction.
 //       static bool in_transaction(connection&) noexcept;
 //
-//       // One round trip: roll the open transaction back. False when it failed or left a
-//       // transaction open (where the backend can tell); the pool then closes the connection
-//       // instead of pooling it.
-//       static bool rollback(connection&) noexcept;
+//       // One round trip bounded by `timeout` (the pool passes options::validation_timeout): roll
+//       // the open transaction back. False when it failed, timed out, or left a transaction open
+//       // (where the backend can tell); the pool then closes the connection instead of pooling
+//       // it. Like ping, it must return by the deadline even if the server hangs.
+//       static bool rollback(connection&, std::chrono::milliseconds timeout) noexcept;
 //
 //       // The target for messages and events, without secrets (no password).
 //       static std::string describe(const config&);
+//
+//       // Optional. Needed only for options::reset_on_release: return the session to the state a
+//       // new connection has (session variables, role, temporary tables, prepared statements,
+//       // locks), then re-apply the config's per-connection setup. Bounded by `timeout` like
+//       // rollback; false when it failed or timed out, and the pool closes the connection. Called
+//       // after any rollback, never with a transaction open.
+//       static bool reset(connection&, const config&, std::chrono::milliseconds timeout) noexcept;
+//
+//       // Optional. Asked last, at give-back, about a connection the pool is about to keep:
+//       // false closes it instead (close_reason::rejected_on_release). A user's veto, as pgx's
+//       // AfterRelease; e.g. soci_config::on_release.
+//       static bool reusable(connection&, const config&) noexcept;
 //   };
 //
 // Closing a connection is destroying it: the pool resets its unique_ptr outside its lock, so the
@@ -438,20 +479,34 @@ struct has_connect<T, std::void_t<decltype(T::connect(std::declval<const typenam
                                        std::chrono::milliseconds{})),
                    std::unique_ptr<typename T::connection>> {};
 
-#define WARMPOOL_DETAIL_HAS_BOOL_MEMBER(name, ...)                                                 \
+// has_NAME<T>: T::NAME(args...) exists and returns something convertible to bool.
+// nothrow_NAME<T>: and it is declared noexcept (the pool calls it from noexcept code, where an
+// exception would end the program).
+#define WARMPOOL_DETAIL_BOOL_MEMBER(name, ...)                                                     \
     template <class T, class = void>                                                               \
     struct has_##name : std::false_type {};                                                        \
     template <class T>                                                                             \
     struct has_##name<T, std::void_t<decltype(T::name(__VA_ARGS__))>>                              \
-        : std::is_convertible<decltype(T::name(__VA_ARGS__)), bool> {};
+        : std::is_convertible<decltype(T::name(__VA_ARGS__)), bool> {};                            \
+    template <class T, class = void>                                                               \
+    struct nothrow_##name : std::false_type {};                                                    \
+    template <class T>                                                                             \
+    struct nothrow_##name<T, std::void_t<decltype(T::name(__VA_ARGS__))>>                          \
+        : std::bool_constant<noexcept(T::name(__VA_ARGS__))> {};
 
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(is_broken, std::declval<typename T::connection&>())
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(peer_closed, std::declval<typename T::connection&>())
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(ping, std::declval<typename T::connection&>(),
-                                std::chrono::milliseconds{})
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(in_transaction, std::declval<typename T::connection&>())
-WARMPOOL_DETAIL_HAS_BOOL_MEMBER(rollback, std::declval<typename T::connection&>())
-#undef WARMPOOL_DETAIL_HAS_BOOL_MEMBER
+#define WARMPOOL_DETAIL_CONNECTION std::declval<typename T::connection&>()
+#define WARMPOOL_DETAIL_CONFIG std::declval<const typename T::config&>()
+WARMPOOL_DETAIL_BOOL_MEMBER(is_broken, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(peer_closed, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(ping, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
+WARMPOOL_DETAIL_BOOL_MEMBER(in_transaction, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(rollback, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
+WARMPOOL_DETAIL_BOOL_MEMBER(reset, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                            std::chrono::milliseconds{})
+WARMPOOL_DETAIL_BOOL_MEMBER(reusable, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG)
+#undef WARMPOOL_DETAIL_CONFIG
+#undef WARMPOOL_DETAIL_CONNECTION
+#undef WARMPOOL_DETAIL_BOOL_MEMBER
 
 template <class T, class = void>
 struct has_describe : std::false_type {};
@@ -469,14 +524,30 @@ constexpr bool check_traits() {
                   "config&, std::chrono::milliseconds)` (see warmpool/traits.hpp)");
     static_assert(has_is_broken<T>::value,
                   "warmpool traits: needs `static bool is_broken(connection&) noexcept`");
+    static_assert(nothrow_is_broken<T>::value || !has_is_broken<T>::value,
+                  "warmpool traits: is_broken(connection&) must be noexcept");
     static_assert(has_peer_closed<T>::value,
                   "warmpool traits: needs `static bool peer_closed(connection&) noexcept`");
+    static_assert(nothrow_peer_closed<T>::value || !has_peer_closed<T>::value,
+                  "warmpool traits: peer_closed(connection&) must be noexcept");
     static_assert(has_ping<T>::value, "warmpool traits: needs `static bool ping(connection&, "
                                       "std::chrono::milliseconds) noexcept`");
+    static_assert(nothrow_ping<T>::value || !has_ping<T>::value,
+                  "warmpool traits: ping(connection&, milliseconds) must be noexcept");
     static_assert(has_in_transaction<T>::value,
                   "warmpool traits: needs `static bool in_transaction(connection&) noexcept`");
-    static_assert(has_rollback<T>::value,
-                  "warmpool traits: needs `static bool rollback(connection&) noexcept`");
+    static_assert(nothrow_in_transaction<T>::value || !has_in_transaction<T>::value,
+                  "warmpool traits: in_transaction(connection&) must be noexcept");
+    static_assert(has_rollback<T>::value, "warmpool traits: needs `static bool "
+                                          "rollback(connection&, std::chrono::milliseconds) "
+                                          "noexcept`, bounded by its timeout");
+    static_assert(nothrow_rollback<T>::value || !has_rollback<T>::value,
+                  "warmpool traits: rollback(connection&, milliseconds) must be noexcept");
+    static_assert(nothrow_reset<T>::value || !has_reset<T>::value,
+                  "warmpool traits: reset(connection&, const config&, milliseconds) must be "
+                  "noexcept");
+    static_assert(nothrow_reusable<T>::value || !has_reusable<T>::value,
+                  "warmpool traits: reusable(connection&, const config&) must be noexcept");
     static_assert(has_describe<T>::value,
                   "warmpool traits: needs `static std::string describe(const config&)`");
     return true;
@@ -500,6 +571,7 @@ constexpr bool check_traits() {
 //   static void wait_until(std::condition_variable&, std::unique_lock<std::mutex>&, time_point);
 // For std::chrono::steady_clock the wall clock is std::chrono::system_clock.
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -571,7 +643,11 @@ inline void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>
     if constexpr (has_wait_until<C>::value) {
         C::wait_until(cv, lock, deadline);
     } else {
-        const auto left = deadline - C::now();
+        // One wait lasts an hour at most: the standard library adds the time left to its own
+        // clock's now(), which overflows for a deadline near time_point::max(), and an overflowed
+        // wait returns at once: a busy spin holding the lock. Callers loop until their deadline.
+        const auto left =
+            std::min<typename C::duration>(deadline - C::now(), std::chrono::hours(1));
         if (left > C::duration::zero()) {
             cv.wait_for(lock, left);
         }
@@ -587,9 +663,18 @@ inline void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>
 // processes would talk over the same socket. Asking getpid() on every acquire costs a system call
 // (~1 µs on virtual machines); instead a pthread_atfork handler bumps a counter in the child, and
 // the pool compares one relaxed atomic load against the value it last saw.
+//
+// fork() copies a mutex in whatever state it is in, and only the forking thread survives: a pool
+// whose lock another thread held at that instant would stay locked forever in the child. So the
+// atfork handlers take every live pool's lock before the fork and release them on both sides
+// after it. A pool holds its lock only for bookkeeping (never across a connect, a ping or a
+// callback), so fork() waits microseconds at most.
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <mutex>
+#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -598,19 +683,69 @@ inline void wait_until(std::condition_variable& cv, std::unique_lock<std::mutex>
 namespace warmpool {
 namespace detail {
 
-/// Incremented in every child process right after fork(). Tests bump it to simulate a fork.
+/// Incremented in every child process right after fork().
 inline std::atomic<std::uint64_t> fork_epoch{0};
 
-inline void on_fork_child() noexcept {
+/// What the child handler does for the pools; tests call it to simulate a fork.
+inline void mark_forked() noexcept {
     fork_epoch.fetch_add(1, std::memory_order_relaxed);
 }
 
-/// Installs the atfork handler once per process; cheap after the first call.
+/// The locks of every live pool, taken around fork().
+struct fork_locks {
+    std::mutex guard; // held from the prepare handler until after the fork
+    std::vector<std::mutex*> pools;
+
+    static fork_locks& get() noexcept {
+        // Never destroyed: a fork (or a pool destructor) during static destruction still finds it.
+        static fork_locks* const instance = new fork_locks;
+        return *instance;
+    }
+};
+
+inline void on_fork_prepare() noexcept {
+    fork_locks& locks = fork_locks::get();
+    locks.guard.lock();
+    for (std::mutex* m : locks.pools) {
+        m->lock();
+    }
+}
+
+inline void on_fork_parent() noexcept {
+    fork_locks& locks = fork_locks::get();
+    for (auto it = locks.pools.rbegin(); it != locks.pools.rend(); ++it) {
+        (*it)->unlock();
+    }
+    locks.guard.unlock();
+}
+
+inline void on_fork_child() noexcept {
+    mark_forked();
+    on_fork_parent(); // the same unlocks: this thread took every lock before the fork
+}
+
+/// Installs the atfork handlers once per process; cheap after the first call.
 inline void watch_forks() noexcept {
 #if defined(__unix__) || defined(__APPLE__)
-    static const bool installed = (::pthread_atfork(nullptr, nullptr, &on_fork_child) == 0);
+    static const bool installed =
+        (::pthread_atfork(&on_fork_prepare, &on_fork_parent, &on_fork_child) == 0);
     (void)installed;
 #endif
+}
+
+/// Registers a pool's lock to be taken around fork(); from the pool's constructor.
+inline void lock_around_forks(std::mutex* m) {
+    watch_forks();
+    fork_locks& locks = fork_locks::get();
+    std::lock_guard<std::mutex> guard(locks.guard);
+    locks.pools.push_back(m);
+}
+
+/// Undoes lock_around_forks; from the pool's destructor.
+inline void stop_locking_around_forks(std::mutex* m) noexcept {
+    fork_locks& locks = fork_locks::get();
+    std::lock_guard<std::mutex> guard(locks.guard);
+    locks.pools.erase(std::remove(locks.pools.begin(), locks.pools.end(), m), locks.pools.end());
 }
 
 } // namespace detail
@@ -627,6 +762,7 @@ inline void watch_forks() noexcept {
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <random>
 #include <string>
@@ -661,17 +797,40 @@ public:
         // Reserved up front so bookkeeping under the lock never allocates.
         all_.reserve(opts_.max_size);
         idle_.reserve(opts_.max_size);
-        detail::watch_forks();
+        detail::lock_around_forks(&mutex_);
         fork_epoch_ = detail::fork_epoch.load(std::memory_order_relaxed);
         if (opts_.background_housekeeping) {
-            housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
+            try {
+                housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
+            } catch (...) {
+                detail::stop_locking_around_forks(&mutex_);
+                throw;
+            }
         }
     }
 
-    /// Closes the pool. Every lease must have been given back before.
+    /// Closes the pool and waits for the housekeeping thread. Every lease must have been given
+    /// back before. Must not run on the pool's own housekeeping thread (from on_event).
     ~basic_pool() {
         close();
+        std::unique_ptr<std::thread> housekeeper;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            housekeeper = std::move(housekeeper_);
+        }
+        if (housekeeper && housekeeper->joinable()) {
+            assert(housekeeper->get_id() != std::this_thread::get_id() &&
+                   "warmpool: a pool destroyed on its own housekeeping thread");
+            housekeeper->join();
+        }
         assert(in_use_count() == 0 && "warmpool: a lease outlived its pool");
+        // Slots leased out when this process forked: their holders lived in the parent. The
+        // connections are the parent's, so they are released unclosed (see notice_fork_locked).
+        for (auto& s : inherited_) {
+            (void)s->conn.release();
+        }
+        detail::stop_locking_around_forks(&mutex_);
     }
 
     basic_pool(const basic_pool&) = delete;
@@ -682,20 +841,22 @@ public:
     /// pool_closed.
     [[nodiscard]] lease acquire() { return acquire(opts_.acquire_timeout); }
 
-    /// As acquire(), waiting up to `timeout`. The deadline bounds waiting for other users and
-    /// connect retries; a ping or connect attempt under way at the deadline is bounded by its
-    /// own limit (validation_timeout; the connect timeout handed to the traits).
+    /// As acquire(), with `timeout` instead of options::acquire_timeout (milliseconds::max()
+    /// waits as long as it takes). No ping and no connect attempt starts after the deadline, so
+    /// the call returns within `timeout` plus the one call under way then: a ping (at most
+    /// validation_timeout) or a connect attempt (at most the connect timeout given the traits).
     [[nodiscard]] lease acquire(std::chrono::milliseconds timeout) {
         if (timeout.count() < 0) {
             throw std::invalid_argument("warmpool: acquire timeout is " +
                                         std::to_string(timeout.count()) + " ms; it must be >= 0");
         }
-        return *checkout(timeout, /*may_wait=*/true);
+        // milliseconds::max() and the like mean "as long as it takes".
+        return *checkout(std::min(timeout, options::forever), /*may_wait=*/true);
     }
 
     /// A working connection if one is idle or may be opened now; std::nullopt when every
-    /// connection is in use. Never waits for another user; it may connect (with retries bounded
-    /// by options::acquire_timeout) or ping.
+    /// connection is in use. Never waits for another user and never retries: it may ping an
+    /// idle connection, or make one connect attempt (throwing connect_error if it fails).
     [[nodiscard]] std::optional<lease> try_acquire() {
         return checkout(opts_.acquire_timeout, /*may_wait=*/false);
     }
@@ -716,7 +877,6 @@ public:
                 return;
             }
             const auto now = detail::cheap_now<Clock>();
-            const auto wall = detail::cheap_now<wall_clock>();
             scan_leaks_locked(now, leaks);
             // Oldest idle first; keep min_idle open.
             for (std::size_t i = 0; i < idle_.size();) {
@@ -725,7 +885,7 @@ public:
                 if (now >= s->expires) {
                     why = close_reason::max_lifetime;
                 } else if (opts_.idle_timeout.count() > 0 && all_.size() > opts_.min_idle &&
-                           idle_for(*s, now, wall) >= opts_.idle_timeout) {
+                           idle_since(*s, now) >= opts_.idle_timeout) {
                     why = close_reason::idle_timeout;
                 }
                 if (why == close_reason::none) {
@@ -749,9 +909,10 @@ public:
         std::unique_ptr<std::thread> housekeeper;
         {
             std::lock_guard<std::mutex> lock(mutex_);
+            const bool was_open = !closed_;
+            closed_ = true; // first: a child closing its inherited pool starts no housekeeper
             notice_fork_locked();
-            if (!closed_) {
-                closed_ = true;
+            if (was_open) {
                 for (slot* s : idle_) {
                     s->close_why = close_reason::pool_closed;
                     doomed.push_back(remove_locked(s));
@@ -762,12 +923,14 @@ public:
                 }
                 wakeup_.notify_all();
             }
-            housekeeper = std::move(housekeeper_);
+            // Called on the housekeeping thread itself (from on_event), the thread is left for
+            // the destructor to join: it returns once it sees closed_.
+            if (housekeeper_ && housekeeper_->get_id() != std::this_thread::get_id()) {
+                housekeeper = std::move(housekeeper_);
+            }
         }
-        if (housekeeper && housekeeper->get_id() != std::this_thread::get_id()) {
+        if (housekeeper) {
             housekeeper->join();
-        } else if (housekeeper) {
-            housekeeper->detach();
         }
         destroy(std::move(doomed));
     }
@@ -840,6 +1003,19 @@ private:
 
     static options validated(options o) {
         o.validate();
+        if (o.reset_on_release && !detail::has_reset<Traits>::value) {
+            throw std::invalid_argument(
+                "warmpool::options::reset_on_release is on, but these traits have no reset(): "
+                "turn it off, or give the traits a reset() (see warmpool/traits.hpp)");
+        }
+        // Past about 100 years a duration means "no limit"; clamped once here, every later
+        // conversion to the clocks' nanoseconds and every deadline stays far from overflow.
+        for (options::duration* d :
+             {&o.acquire_timeout, &o.handoff_after, &o.validation_window, &o.validation_timeout,
+              &o.socket_check_after, &o.idle_timeout, &o.max_lifetime, &o.connect_backoff_base,
+              &o.connect_backoff_cap, &o.leak_threshold, &o.housekeeping_interval}) {
+            *d = std::min(*d, options::forever);
+        }
         return o;
     }
 
@@ -852,9 +1028,16 @@ private:
         }
     }
 
+    // t + d, or time_point::max() where that would overflow; d is compared in milliseconds,
+    // so converting it to the clock's finer unit happens only once it is known to fit.
     static time_point saturating_add(time_point t, ms d) noexcept {
-        const auto dd = std::chrono::duration_cast<typename Clock::duration>(d);
-        return (time_point::max() - t < dd) ? time_point::max() : t + dd;
+        if (d.count() <= 0) {
+            return t;
+        }
+        if (d >= std::chrono::duration_cast<ms>(time_point::max() - t)) {
+            return time_point::max();
+        }
+        return t + std::chrono::duration_cast<typename Clock::duration>(d);
     }
 
     template <class D>
@@ -867,13 +1050,18 @@ private:
         return static_cast<long long>(std::chrono::duration_cast<ms>(d).count());
     }
 
-    // The larger of monotonic and wall-clock idle time: a process frozen while the monotonic clock
-    // stood still (a paused VM, a suspended laptop) still shows its real idle time on the wall
-    // clock, and a wall clock stepped backwards still leaves the monotonic one.
-    ms idle_for(const slot& s, time_point now, wall_time_point wall) const noexcept {
-        const auto mono = std::chrono::duration_cast<ms>(now - s.last_used);
+    // Idle time on the monotonic clock: what closes a connection for idle_timeout.
+    static ms idle_since(const slot& s, time_point now) noexcept {
+        return std::chrono::duration_cast<ms>(now - s.last_used);
+    }
+
+    // The larger of monotonic and wall-clock idle time, for deciding whether to ping: a process
+    // frozen while the monotonic clock stood still (a paused VM, a suspended laptop) still shows
+    // its real idle time on the wall clock, and a wall clock stepped backwards still leaves the
+    // monotonic one. A wall-clock step can only cause a ping, never a close.
+    static ms suspect_idle(const slot& s, time_point now, wall_time_point wall) noexcept {
         const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
-        return std::max(mono, walled);
+        return std::max(idle_since(s, now), walled);
     }
 
     // --- checkout ----------------------------------------------------------------------------
@@ -923,6 +1111,8 @@ private:
             emit({event_type::forked, 0, close_reason::none, {}, {}});
         }
 
+        // try_acquire() never waits, so it never backs off to retry either.
+        const unsigned attempts = may_wait ? opts_.connect_attempts : 1;
         if (s != nullptr) {
             const close_reason bad = check(*s, now, dl);
             if (bad == close_reason::none) {
@@ -932,8 +1122,25 @@ private:
             // The caller never sees a dead connection: close it and connect a replacement
             // with the same unit of capacity, so no one queued behind can take it.
             discard_and_reconnect(s, bad);
+            // No call starts after the deadline: a ping that ran past it leaves no time to
+            // connect, so acquire() overruns its timeout by one ping or one connect, never both.
+            if (dl.started && Clock::now() > dl.at) {
+                release_capacity();
+                std::string message;
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    ++stats_.timeouts;
+                    message = timeout_message_locked(dl.timeout);
+                }
+                throw acquire_timeout(message +
+                                      " The idle connection failed its check after the "
+                                      "deadline had passed, so no replacement was "
+                                      "opened; validation_timeout (" +
+                                      std::to_string(opts_.validation_timeout.count()) +
+                                      " ms) should be well below the acquire timeout.");
+            }
         }
-        slot* fresh = connect_with_retry(dl);
+        slot* fresh = connect_with_retry(dl, attempts);
         acquired(*fresh, dl, waited);
         return lease(this, fresh);
     }
@@ -953,14 +1160,13 @@ private:
                 waiters_.pop_front();
                 w.handed = idle_.back();
                 idle_.pop_back();
+                wake_front_for_idle_locked(); // two came back at once: the next takes the other
                 break;
             }
             if (Clock::now() >= until) {
                 std::string message = timeout_message_locked(dl.timeout); // counts this waiter
                 remove_waiter_locked(&w);
-                if (!idle_.empty() && !waiters_.empty()) {
-                    waiters_.front()->cv.notify_one(); // the next in line may take it now
-                }
+                wake_front_for_idle_locked(); // the next in line may take it now
                 ++stats_.timeouts;
                 note_wait_locked(dl);
                 throw acquire_timeout(message);
@@ -1000,10 +1206,10 @@ private:
         if (now >= s.expires) {
             return close_reason::max_lifetime;
         }
-        const ms idle = idle_for(s, now, wall);
-        if (opts_.idle_timeout.count() > 0 && idle >= opts_.idle_timeout) {
+        if (opts_.idle_timeout.count() > 0 && idle_since(s, now) >= opts_.idle_timeout) {
             return close_reason::idle_timeout;
         }
+        const ms idle = suspect_idle(s, now, wall);
         connection_type& c = *s.conn;
         bool dead = Traits::is_broken(c);
         const char* what = "the backend reported the connection broken";
@@ -1054,9 +1260,10 @@ private:
     }
 
     // Called holding one unit of capacity (counted in connecting_). Opens a connection with
-    // full-jitter backoff on transient failures; on giving up, frees the capacity for the next
-    // waiter and throws.
-    slot* connect_with_retry(deadline& dl) {
+    // full-jitter backoff on transient failures, making at most `max_attempts` attempts (0 = as
+    // many as the deadline allows); on giving up, frees the capacity for the next waiter and
+    // throws.
+    slot* connect_with_retry(deadline& dl, unsigned max_attempts) {
         std::unique_ptr<slot> fresh;
         try {
             fresh = std::make_unique<slot>();
@@ -1095,18 +1302,19 @@ private:
             emit({event_type::connect_failed, 0, close_reason::none,
                   micros(Clock::now() - attempt_start), last_error});
 
-            const bool out_of_attempts =
-                opts_.connect_attempts != 0 && attempts >= opts_.connect_attempts;
+            const bool out_of_attempts = max_attempts != 0 && attempts >= max_attempts;
             if (!transient || out_of_attempts) {
-                give_up_connect(connect_failure_message(last_error, transient, attempts, dl),
-                                transient);
+                give_up_connect(
+                    connect_failure_message(last_error, transient, attempts, max_attempts, dl),
+                    transient);
             }
             const auto pause = backoff(attempts);
             if (saturating_add(Clock::now(), pause) >= until) {
-                give_up_connect(connect_failure_message(last_error, transient, attempts, dl) +
-                                    " The acquire deadline (" + std::to_string(dl.timeout.count()) +
-                                    " ms) left no time for another attempt.",
-                                transient);
+                give_up_connect(
+                    connect_failure_message(last_error, transient, attempts, max_attempts, dl) +
+                        " The acquire deadline (" + std::to_string(dl.timeout.count()) +
+                        " ms) left no time for another attempt.",
+                    transient);
             }
             std::unique_lock<std::mutex> lock(mutex_);
             const auto resume = saturating_add(Clock::now(), pause);
@@ -1168,16 +1376,17 @@ private:
     }
 
     std::string connect_failure_message(const std::string& last, bool transient, unsigned attempts,
-                                        deadline& dl) const {
+                                        unsigned max_attempts, deadline& dl) const {
         std::string m = "warmpool: could not connect to " + target_ + ": " + last + " (";
         m += std::to_string(attempts) + (attempts == 1 ? " attempt" : " attempts");
         m += " in " + std::to_string(millis(Clock::now() - dl.start)) + " ms).";
         if (!transient) {
             m += " The failure is permanent, so it was not retried: check the connect string, "
                  "credentials and database name.";
-        } else if (opts_.connect_attempts != 0 && attempts >= opts_.connect_attempts) {
-            m += " options::connect_attempts (" + std::to_string(opts_.connect_attempts) +
-                 ") reached.";
+        } else if (max_attempts == 1 && opts_.connect_attempts != 1) {
+            m += " try_acquire() makes one attempt and never retries.";
+        } else if (max_attempts != 0 && attempts >= max_attempts) {
+            m += " options::connect_attempts (" + std::to_string(max_attempts) + ") reached.";
         }
         return m;
     }
@@ -1201,70 +1410,67 @@ private:
             return time_point::max();
         }
         // Up to 2.5% earlier, so connections opened together do not expire together.
-        const auto life = std::chrono::duration_cast<typename Clock::duration>(opts_.max_lifetime);
+        // In milliseconds: even options::forever times 250 fits, where nanoseconds would not.
         std::uniform_int_distribution<long long> pick(0, 250);
-        const auto shave = life * pick(rng_) / 10'000;
-        return saturating_add(now, std::chrono::duration_cast<ms>(life - shave));
+        const ms shave = opts_.max_lifetime * pick(rng_) / 10'000;
+        return saturating_add(now, opts_.max_lifetime - shave);
     }
 
     // --- give back ---------------------------------------------------------------------------
 
     void give_back(slot* s, bool invalidate) noexcept {
         const std::uint64_t id = s->id; // s may be freed or handed on once the lock is released
-        close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
-        bool rolled_back = false;
-        if (why == close_reason::none && s->fork_epoch == fork_epoch_seen()) {
-            connection_type& c = *s->conn;
-            if (Traits::is_broken(c)) {
-                why = close_reason::broken;
-            } else if (Traits::in_transaction(c)) {
-                // One user's unfinished transaction must never reach the next user.
-                rolled_back = true;
-                if (!Traits::rollback(c)) {
-                    why = close_reason::broken;
-                }
-            }
+        // A lease held across fork() and given back in the child: the connection is the
+        // parent's. Nothing is sent on it, counted or reported; the slot is freed.
+        if (s->fork_epoch != fork_epoch_seen()) {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forget_inherited_locked(s);
+            return;
         }
+        close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             notice_fork_locked();
+            if (s->fork_epoch != fork_epoch_) { // the fork happened while tidying
+                forget_inherited_locked(s);
+                return;
+            }
             const auto now = detail::cheap_now<Clock>();
             held = micros(now - s->leased_at);
             leak_returned = s->leak_reported;
             s->leak_reported = false;
-            if (rolled_back) {
-                ++stats_.rollbacks;
+            stats_.rollbacks += work.rolled_back ? 1 : 0;
+            stats_.resets += work.reset ? 1 : 0;
+            if (why == close_reason::none && closed_) {
+                why = close_reason::pool_closed;
+            } else if (why == close_reason::none && now >= s->expires) {
+                why = close_reason::max_lifetime;
             }
-            if (s->fork_epoch != fork_epoch_) {
-                abandon_locked(s); // a parent's connection, given back in the child
-                wake_next_for_capacity_locked();
+            if (why != close_reason::none) {
+                s->close_why = why;
+                doomed = remove_locked(s);
             } else {
-                if (why == close_reason::none && closed_) {
-                    why = close_reason::pool_closed;
-                } else if (why == close_reason::none && now >= s->expires) {
-                    why = close_reason::max_lifetime;
-                }
-                if (why != close_reason::none) {
-                    s->close_why = why;
-                    doomed = remove_locked(s);
-                } else {
-                    s->last_used = now;
-                    // The wall clock read at checkout plus the monotonic time held saves a clock
-                    // read. A freeze during the lease can only make the next idle time look
-                    // longer than it is: one ping more, never a dead connection missed.
-                    s->last_used_wall = s->leased_at_wall +
-                                        std::chrono::duration_cast<typename wall_clock::duration>(
-                                            now - s->leased_at);
-                    hand_over_locked(s, now);
-                }
+                s->last_used = now;
+                // The wall clock read at checkout plus the monotonic time held saves a clock
+                // read. A freeze during the lease can only make the next idle time look
+                // longer than it is: one ping more, never a dead connection missed.
+                s->last_used_wall =
+                    s->leased_at_wall +
+                    std::chrono::duration_cast<typename wall_clock::duration>(now - s->leased_at);
+                hand_over_locked(s, now);
             }
         }
         if (opts_.on_event) {
-            if (rolled_back) {
+            if (work.rolled_back) {
                 emit({event_type::rolled_back, id, why, held, {}});
+            }
+            if (work.reset) {
+                emit({event_type::reset, id, why, held, {}});
             }
             if (leak_returned) {
                 emit({event_type::leak_returned, id, close_reason::none, held, {}});
@@ -1272,6 +1478,45 @@ private:
             emit({event_type::released, id, close_reason::none, held, {}});
         }
         destroy_one(std::move(doomed));
+    }
+
+    struct release_work {
+        bool rolled_back = false;
+        bool reset = false;
+    };
+
+    // Outside the lock, on a connection given back: what must happen before anyone else may use
+    // it. Sets `why` when it must be closed instead. Each step is bounded by validation_timeout,
+    // so giving a lease back never blocks longer than that per round trip, even on a hung server.
+    release_work tidy(connection_type& c, close_reason& why) noexcept {
+        release_work done;
+        if (Traits::is_broken(c)) {
+            why = close_reason::broken;
+            return done;
+        }
+        if (Traits::in_transaction(c)) {
+            // One user's unfinished transaction must never reach the next user.
+            done.rolled_back = true;
+            if (!Traits::rollback(c, opts_.validation_timeout)) {
+                why = close_reason::broken;
+                return done;
+            }
+        }
+        if constexpr (detail::has_reset<Traits>::value) {
+            if (opts_.reset_on_release) {
+                done.reset = true;
+                if (!Traits::reset(c, config_, opts_.validation_timeout)) {
+                    why = close_reason::broken;
+                    return done;
+                }
+            }
+        }
+        if constexpr (detail::has_reusable<Traits>::value) {
+            if (!Traits::reusable(c, config_)) {
+                why = close_reason::rejected_on_release;
+            }
+        }
+        return done;
     }
 
     // A connection becomes free. A caller that has waited handoff_after or longer gets it
@@ -1290,12 +1535,22 @@ private:
                 s->idle = false;
                 w->handed = s;
                 w->cv.notify_one();
+                wake_front_for_idle_locked();
                 return;
             }
-            w->cv.notify_one();
         }
         s->idle = true;
         idle_.push_back(s);
+        wake_front_for_idle_locked();
+    }
+
+    // Keeps one promise: while a connection is idle and callers are queued, the longest waiter
+    // has been woken to take it. Called wherever either list changes; a waiter that takes one
+    // calls it again, so two connections given back at once wake two waiters, not one.
+    void wake_front_for_idle_locked() {
+        if (!idle_.empty() && !waiters_.empty()) {
+            waiters_.front()->cv.notify_one();
+        }
     }
 
     // Open connections, connects in progress and closes in progress: what the server may see.
@@ -1340,6 +1595,9 @@ private:
         case close_reason::invalidated:
             ++stats_.closed_invalidated;
             break;
+        case close_reason::rejected_on_release:
+            ++stats_.closed_rejected_on_release;
+            break;
         case close_reason::pool_closed:
         case close_reason::none:
             ++stats_.closed_pool_closed;
@@ -1349,9 +1607,17 @@ private:
         return out;
     }
 
-    // Forgets a slot whose connection belongs to the parent process: the connection object is
-    // leaked on purpose, since destroying it would send a goodbye on the parent's socket.
-    void abandon_locked(slot* s) { (void)take_locked(s)->conn.release(); }
+    // A lease held across fork() came back in the child: free the slot, and leak the parent's
+    // connection object on purpose, since destroying it would send a goodbye on the parent's
+    // socket.
+    void forget_inherited_locked(slot* s) noexcept {
+        const auto it = std::find_if(inherited_.begin(), inherited_.end(),
+                                     [s](const std::unique_ptr<slot>& p) { return p.get() == s; });
+        if (it != inherited_.end()) {
+            (void)(*it)->conn.release();
+            inherited_.erase(it);
+        }
+    }
 
     // Takes a slot out of all_ in O(1), moving the last one into its place.
     std::unique_ptr<slot> take_locked(slot* s) {
@@ -1369,25 +1635,36 @@ private:
         return detail::fork_epoch.load(std::memory_order_relaxed);
     }
 
-    // In a child process after fork(): abandon every inherited idle connection, forget the
-    // parent's waiters and connects (those threads do not exist here), and let leases the child
-    // still holds be abandoned when given back. The housekeeping thread did not survive the fork
-    // either; its std::thread object is leaked so its destructor never runs.
+    // In a child process after fork(): nothing the parent had is the child's. Every connection
+    // is the parent's and every waiter, connect and housekeeping thread lived in the parent. The
+    // child forgets them all without destroying, counting or handing out any: idle connections
+    // are leaked on the spot; slots leased out are kept aside in inherited_ (a lease the forking
+    // thread holds may still be given back) and freed, their connections leaked, by give-back or
+    // the destructor. The condition variable a parent thread may have been waiting on is never
+    // destroyed: that would wait forever for a waiter that does not exist in this process.
     void notice_fork_locked() {
         const auto epoch = fork_epoch_seen();
         if (epoch == fork_epoch_) {
             return;
         }
         fork_epoch_ = epoch;
-        for (slot* s : idle_) {
-            abandon_locked(s);
+        for (auto& p : all_) {
+            if (p->idle) {
+                (void)p->conn.release();
+            } else {
+                inherited_.push_back(std::move(p));
+            }
         }
+        all_.clear();
         idle_.clear();
         waiters_.clear();
         connecting_ = 0;
         closing_ = 0;
         ++stats_.forks;
         (void)housekeeper_.release();
+        // A parent thread may have been waiting on wakeup_: destroying it would wait for that
+        // thread forever. A new one is built in its storage instead, the old never destroyed.
+        new (&wakeup_) std::condition_variable();
         if (opts_.background_housekeeping && !closed_) {
             housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
         }
@@ -1436,17 +1713,30 @@ private:
             deadline dl{opts_.acquire_timeout};
             slot* s = nullptr;
             try {
-                s = connect_with_retry(dl);
+                s = connect_with_retry(dl, opts_.connect_attempts);
             } catch (...) {
                 if (rethrow) {
                     throw;
                 }
                 return;
             }
-            // The new connection counted as acquired; undo that and pool it.
-            std::lock_guard<std::mutex> lock(mutex_);
-            --stats_.acquired;
-            hand_over_locked(s, detail::cheap_now<Clock>());
+            // The new connection counted as acquired; undo that and pool it, unless close()
+            // ran meanwhile: then it closes like every other idle connection did.
+            std::unique_ptr<slot> doomed;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                notice_fork_locked();
+                --stats_.acquired;
+                if (s->fork_epoch != fork_epoch_) {
+                    forget_inherited_locked(s); // forked while connecting: the parent's
+                } else if (closed_) {
+                    s->close_why = close_reason::pool_closed;
+                    doomed = remove_locked(s);
+                } else {
+                    hand_over_locked(s, detail::cheap_now<Clock>());
+                }
+            }
+            destroy_one(std::move(doomed)); // the next round sees closed_ and stops
         }
     }
 
@@ -1504,13 +1794,11 @@ private:
         return m;
     }
 
-    // After close(): what is left in all_ is held by leases (those inherited from a parent
-    // process aside).
+    // After close(): what is left in all_ is held by leases.
     std::size_t in_use_count() const {
         std::lock_guard<std::mutex> lock(mutex_);
-        return static_cast<std::size_t>(std::count_if(all_.begin(), all_.end(), [&](const auto& p) {
-            return p->fork_epoch == fork_epoch_ && !p->idle;
-        }));
+        return static_cast<std::size_t>(
+            std::count_if(all_.begin(), all_.end(), [](const auto& p) { return !p->idle; }));
     }
 
     void housekeeping_loop() noexcept {
@@ -1534,7 +1822,7 @@ private:
     const std::string target_;
 
     mutable std::mutex mutex_;
-    std::condition_variable wakeup_;         // close() and backoff/housekeeping waits
+    std::condition_variable wakeup_;         // close(), backoff and housekeeping waits
     std::vector<std::unique_ptr<slot>> all_; // every open connection, idle or leased
     std::vector<slot*> idle_;                // least recently used first
     std::deque<waiter*> waiters_;            // first come, first served
@@ -1548,6 +1836,7 @@ private:
     std::minstd_rand rng_;
     pool_stats stats_;
     std::unique_ptr<std::thread> housekeeper_;
+    std::vector<std::unique_ptr<slot>> inherited_; // leased out when this process forked
 };
 
 } // namespace warmpool
@@ -1646,55 +1935,106 @@ private:
 //   auto sql = pool.acquire();
 //   *sql << "insert into t values (1)";
 //
-// Native checks are opt-in, one macro per backend
-// -----------------------------------------------
-// Looking inside a session (libpq's PGconn, MariaDB's MYSQL, SQLite's sqlite3) calls functions of
-// those libraries, so the program must link them. Define the macro of each backend you link
-// (the CMake target warmpool::soci does it for the backends it found):
+// This file holds the configuration (soci_config) and the traits (soci_traits), which dispatch
+// on the session's backend. What each backend's native checks do lives in its own header,
+// warmpool/soci/postgresql.hpp, mysql.hpp and sqlite3.hpp, with the compile-time switch that
+// decides how they reach the client library.
 //
-//   WARMPOOL_SOCI_POSTGRESQL  link soci_postgresql + pq        (include dir: libpq-fe.h)
-//   WARMPOOL_SOCI_MYSQL       link soci_mysql + mariadb/mysql  (include dir: mysql.h)
-//   WARMPOOL_SOCI_SQLITE3     link soci_sqlite3 + sqlite3
+// Native checks, per backend
+// --------------------------
+// Knowing whether a transaction is open, whether the server closed the socket, and pinging or
+// rolling back within a deadline needs the backend's client library (libpq, MariaDB Connector/C
+// (libmariadb, which serves MySQL servers too), libsqlite3). One macro per backend decides how it
+// is reached:
 //
-// With a backend's macro defined, its name in a connect string selects SOCI's static factory
-// (soci::postgresql, …) instead of SOCI's dynamic loader, and the pool's checks cost:
+//   WARMPOOL_SOCI_POSTGRESQL, WARMPOOL_SOCI_MYSQL, WARMPOOL_SOCI_SQLITE3
+//     undefined  detected: compiled in when the backend's SOCI header and the client library's
+//                header are on the include path (libpq-fe.h: -I/usr/include/postgresql;
+//                mysql.h: -I/usr/include/mariadb); the client library's functions are then
+//                found at run time in the process, which loaded it with SOCI's backend, so the
+//                program links SOCI and nothing more. Sessions open through SOCI's dynamic
+//                backend loader.
+//     =1         compiled in and called directly: link the backend (soci_postgresql, …) and its
+//                client library (pq, mariadb, sqlite3). Sessions open through the backend's
+//                static factory. The CMake target warmpool::soci defines =1 for the backends
+//                it links.
+//     =0         left out: the portable fallback below, chosen knowingly.
+//   WARMPOOL_SOCI_<BACKEND>_NATIVE tells the outcome: 1 linked, 2 found at run time, 0 none.
 //
-//   is_broken       PostgreSQL: PQstatus, local.       MySQL: socket handle, local.
-//                   SQLite: false.
-//   in_transaction  PostgreSQL: PQtransactionStatus.   MySQL: the server-status flag.
-//                   SQLite: sqlite3_get_autocommit.    All local, no round trip.
-//   peer_closed     PostgreSQL: one poll(), plus a peek and a read only when readable.
-//                   MySQL: one poll().                 SQLite: false (no socket).
-//   ping            PostgreSQL: one round trip (the empty query), non-blocking, bounded by the
-//                   timeout even when the server is stopped or unreachable.
-//                   MySQL: one round trip ("DO 0"), its reply awaited with poll(), bounded.
-//                   SQLite: SELECT 1, in process.
-//   rollback        PostgreSQL, MySQL: one round trip. SQLite: in process.
+// Failing early instead of degrading silently: a soci_config naming postgresql, mysql or sqlite3
+// whose checks are not compiled in (headers not found, macro not =0) throws
+// std::invalid_argument from its constructor, saying which header is missing and what to do. A
+// connect whose session's client library functions cannot be found at run time fails with a
+// permanent connect_error saying so.
 //
-// Without a backend's macro the session is opened through SOCI's dynamic loader and only portable
-// SOCI calls are used: is_broken and peer_closed report false (unless the session was closed),
-// ping is session::is_connected(), which is NOT bounded by the timeout (PostgreSQL runs a
-// blocking empty query, MySQL a blocking mysql_ping), and in_transaction reports true because
-// it cannot tell: the pool then rolls back on every give-back. That is safe (never another
-// caller's transaction) and costs one statement per give-back.
+// Why run-time lookup works: by the time a check runs, a session of that backend exists, so SOCI
+// has loaded its backend and the client library with it. SOCI's loader opens them RTLD_LOCAL,
+// which hides them from dlsym(RTLD_DEFAULT); warmpool/detail/loaded_library.hpp finds the loaded
+// object by name instead. Each backend's table of function pointers is filled once (a
+// function-local static, thread-safe), and the same code calls through it whether the table
+// holds the linked addresses (=1) or the ones found (undefined).
+//
+// With native checks, per give-back and checkout (details in each backend's header):
+//   is_broken, in_transaction   local (PQstatus / PQtransactionStatus, the server-status flag,
+//                               sqlite3_get_autocommit): no round trip.
+//   peer_closed                 one poll() of the socket (SQLite: false).
+//   ping, rollback, reset       one round trip each (MariaDB's reset: two or three), sent and
+//                               awaited non-blocking: bounded by the timeout the pool passes
+//                               (validation_timeout) even when the server hangs. SQLite runs
+//                               them in process. A timed-out call leaves the connection to be
+//                               closed, which does not block either.
+//
+// The portable fallback
+// ---------------------
+// For backends without native checks (odbc, oracle, firebird, …, or one set to =0) only SOCI's
+// own calls are used, and none of them may hang the pool, so it never sends a ping:
+//   is_broken, peer_closed  true only when the session was closed through SOCI
+//                           (session::close()); nothing else is known locally.
+//   ping                    no round trip: reports the session alive unless SOCI knows it is
+//                           closed. So a connection the server closed or a hung server IS
+//                           handed out; the first statement on it fails (or blocks as long as
+//                           the backend's own timeouts allow).
+//   in_transaction          true: it cannot tell, so every give-back rolls back.
+//   rollback                session::rollback(): one round trip per give-back, and the one call
+//                           here that NO timeout bounds (a give-back can block on a hung server
+//                           for as long as the backend's socket timeouts allow: by default,
+//                           without end). SQLite's "no transaction is active" counts as success.
+//   reset                   false: a reset cannot be bounded, so with options::reset_on_release
+//                           every give-back closes the session and the next lease connects anew.
+//
+// soci_config::on_release (reusable()) and on_connect work the same with or without native
+// checks.
 //
 // fork(): a child process never uses nor closes a session inherited from its parent (the pool
 // releases it unclosed, see warmpool/traits.hpp), so nothing is sent on the parent's socket and
 // no SQLite handle is shared across processes. The child opens its own connections.
-//
-// POSIX only where a socket is polled (PostgreSQL, MySQL).
 
 // ---- begin warmpool/detail/soci_connect_string.hpp ----
 
 // Reading and redacting SOCI connect strings ("backend://parameters"), for warmpool/soci.hpp.
 // Plain string work, no SOCI types, so it is testable on its own.
 //
-// Passwords are found in three spellings:
-//   keyword form   password=secret  pass='a b'  pwd = "x y"  PWD={a;b}   (any letter case)
+// Secrets are found in these spellings, in any letter case:
+//   keyword form   password=secret  pass='a b'  pwd = "x y"  user='u'password=x
+//   ODBC           DSN=d;UID=u;PWD={a;b}}c};Encrypt=yes         ("}}" stands for "}")
 //   URI userinfo   postgresql://user:secret@host/db            (also bare: user:secret@host/db)
-//   URI query      postgresql://host/db?user=u&password=secret
-// Redaction errs on the side of hiding too much: an unquoted keyword value runs to the next
-// whitespace, so "PWD=secret;UID=u" loses ";UID=u" too rather than risk showing part of a secret.
+//   URI query      postgresql://host/db?user=u&password=secret  (also ?%70assword=secret)
+// A keyword holds a secret when its name says so (is_secret_keyword): password, PWD, pass,
+// sslpassword, PWD2, oauth_client_secret, AccessToken, …
+//
+// Redaction errs on the side of hiding too much. What stands before a keyword tells which
+// parsers may read its value (libpq and SOCI after a blank, the start or a quoted value; ODBC
+// after ';' or at the start; a URI query after '?' or '&'). Each reads it its own way, and the
+// value is hidden as far as the longest reading reaches:
+//   libpq, SOCI   '…' or "…" (backslash escapes) to the closing quote; unquoted to a blank (a
+//                 backslash keeps one), so "PWD=secret;UID=u" hides ";UID=u" too
+//   ODBC          {…} to the closing brace; unbraced to ';', blanks included
+//   URI query     to the next '&'
+//   URI userinfo  from the first ':' after "//" (or the start of bare parameters) to the last '@'
+// A reading must end unambiguously: at the end of the string, or where the parser's separator
+// is followed by a keyword some backend knows and '='. Otherwise it runs to the end of the
+// string: "password=top secret host=h" (libpq rejects it, quoting "secret"), "PWD=a;b=c;UID=u",
+// "password='a b'c", an unterminated quote.
 
 #include <algorithm>
 #include <cctype>
@@ -1710,12 +2050,21 @@ namespace soci_cs {
 
 using span = std::pair<std::size_t, std::size_t>; // [first, last) of a secret value
 
+constexpr std::size_t npos = std::string_view::npos;
+
 inline bool is_space(char c) noexcept {
     return std::isspace(static_cast<unsigned char>(c)) != 0;
 }
 
 inline char lower(char c) noexcept {
     return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+}
+
+/// Lower-case copy, for matching error texts.
+inline std::string to_lower(std::string_view s) {
+    std::string out(s);
+    std::transform(out.begin(), out.end(), out.begin(), lower);
+    return out;
 }
 
 inline bool istarts_with(std::string_view s, std::size_t at, std::string_view prefix) noexcept {
@@ -1745,14 +2094,14 @@ inline bool keyword_boundary(std::string_view s, std::size_t at) noexcept {
 inline std::size_t keyword_value_at(std::string_view s, std::size_t at,
                                     std::string_view key) noexcept {
     if (!keyword_boundary(s, at) || !istarts_with(s, at, key)) {
-        return std::string_view::npos;
+        return npos;
     }
     std::size_t i = at + key.size();
     while (i < s.size() && is_space(s[i])) {
         ++i;
     }
     if (i >= s.size() || s[i] != '=') {
-        return std::string_view::npos;
+        return npos;
     }
     ++i;
     while (i < s.size() && is_space(s[i])) {
@@ -1761,27 +2110,236 @@ inline std::size_t keyword_value_at(std::string_view s, std::size_t at,
     return i;
 }
 
-/// End of the value starting at `v`: a quoted value ('..', "..", {..}) up to and including its
-/// closing quote (backslash escapes honoured), an unquoted one up to whitespace (or `&`/`#` in a
-/// URI query, where `in_query`).
-inline std::size_t value_end(std::string_view s, std::size_t v, bool in_query) noexcept {
-    if (v >= s.size()) {
-        return v;
+/// A character of a keyword's name, as any of the parsers spells one; '%' for the
+/// percent-encoded names libpq accepts in a URI query.
+inline bool is_name_char(char c) noexcept {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-' || c == '.' ||
+           c == '%';
+}
+
+inline int hex_digit(char c) noexcept {
+    if (c >= '0' && c <= '9') {
+        return c - '0';
     }
-    const char open = s[v];
-    if (open == '\'' || open == '"' || open == '{') {
-        const char close = open == '{' ? '}' : open;
-        std::size_t k = v + 1;
-        while (k < s.size() && s[k] != close) {
-            k += (s[k] == '\\') ? 2 : 1;
+    const char l = lower(c);
+    return l >= 'a' && l <= 'f' ? l - 'a' + 10 : -1;
+}
+
+/// `s` with every %XX decoded (a '%' not followed by two hex digits is kept).
+inline std::string percent_decode(std::string_view s) {
+    std::string out;
+    out.reserve(s.size());
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 &&
+            hex_digit(s[i + 2]) >= 0) {
+            out += static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
+            i += 2;
+        } else {
+            out += s[i];
         }
-        return std::min(k + 1, s.size());
     }
-    std::size_t k = v;
-    while (k < s.size() && !is_space(s[k]) && !(in_query && (s[k] == '&' || s[k] == '#'))) {
-        k += (s[k] == '\\') ? 2 : 1;
+    return out;
+}
+
+inline bool ends_with(std::string_view s, std::string_view suffix) noexcept {
+    return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+/// True when a keyword named `name` holds a secret: its name, trailing digits aside and
+/// percent-encoding decoded, contains "password", "passwd", "passphrase", "secret", "token",
+/// "credential" or names an API, access or private key, or it ends in "pwd", "pass" or "pw".
+/// Over-broad on purpose ("bypass" counts): a false match only hides a value.
+inline bool is_secret_keyword(std::string_view name) {
+    std::string n = to_lower(percent_decode(name));
+    while (!n.empty() && std::isdigit(static_cast<unsigned char>(n.back())) != 0) {
+        n.pop_back();
     }
-    return std::min(k, s.size());
+    static constexpr std::string_view inside[] = {
+        "password", "passwd",    "passphrase", "secret",  "token",    "credential", "apikey",
+        "api_key",  "accesskey", "access_key", "privkey", "priv_key", "privatekey", "private_key"};
+    static constexpr std::string_view endings[] = {"pwd", "pass", "pw"};
+    return std::any_of(std::begin(inside), std::end(inside),
+                       [&](std::string_view w) { return n.find(w) != std::string::npos; }) ||
+           std::any_of(std::begin(endings), std::end(endings),
+                       [&](std::string_view w) { return ends_with(n, w); });
+}
+
+/// True for the name of a keyword some backend knows (libpq; SOCI's MySQL, SQLite, Oracle,
+/// Firebird and DB2 backends; common ODBC attributes), in any letter case. A word after a
+/// password that is no such keyword may be the rest of the password.
+inline bool is_known_keyword(std::string_view name) {
+    static constexpr std::string_view known[] = {
+        // libpq
+        "host", "hostaddr", "port", "dbname", "user", "passfile", "channel_binding",
+        "connect_timeout", "client_encoding", "options", "application_name",
+        "fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "replication", "gssencmode", "sslmode",
+        "sslnegotiation", "requiressl", "sslcompression", "sslcert", "sslkey", "sslcertmode",
+        "sslrootcert", "sslcrl", "sslcrldir", "sslsni", "requirepeer", "require_auth",
+        "ssl_min_protocol_version", "ssl_max_protocol_version", "min_protocol_version",
+        "max_protocol_version", "krbsrvname", "gsslib", "gssdelegation", "service",
+        "target_session_attrs", "load_balance_hosts", "oauth_issuer", "oauth_client_id",
+        "oauth_scope", "ssl", "password", "sslpassword", "oauth_client_secret",
+        // SOCI MySQL, SQLite, Oracle, Firebird, DB2
+        "db", "database", "pass", "pwd", "unix_socket", "sslca", "local_infile", "charset",
+        "reconnect", "read_timeout", "write_timeout", "timeout", "synchronous", "shared_cache",
+        "vfs", "readonly", "nocreate", "foreign_keys", "mode", "decimals_as_strings", "ncharset",
+        "role", "autocommit",
+        // ODBC: the Driver Manager's and common drivers' attributes
+        "dsn", "uid", "driver", "server", "filedsn", "savefile", "trusted_connection", "encrypt",
+        "trustservercertificate", "app", "wsid", "language", "address", "network", "option",
+        "servername", "protocol", "logintimeout", "authentication", "applicationintent",
+        "multisubnetfailover", "sslverify", "ssl_ca", "ssl_cert", "ssl_key", "ssl_mode", "initstmt",
+        "socket", "no_ssps"};
+    const std::string n = to_lower(percent_decode(name));
+    return std::find(std::begin(known), std::end(known), n) != std::end(known);
+}
+
+/// True when a known keyword and `=` start at `at` (blanks allowed before the `=`).
+inline bool known_keyword_at(std::string_view s, std::size_t at) {
+    std::size_t i = at;
+    while (i < s.size() && is_name_char(s[i])) {
+        ++i;
+    }
+    if (i == at || !is_known_keyword(s.substr(at, i - at))) {
+        return false;
+    }
+    while (i < s.size() && is_space(s[i])) {
+        ++i;
+    }
+    return i < s.size() && s[i] == '=';
+}
+
+/// The parsers that may read a secret's value, judged by what stands before its keyword.
+struct value_context {
+    bool libpq = false; // libpq and SOCI's keyword=value form: the keyword follows a blank, the
+                        // start, or a quoted value ("user='u'password=x" is two keywords)
+    bool odbc = false;  // ODBC: the keyword follows ';' (blanks allowed) or starts the string
+    bool query = false; // a URI query: the keyword follows '?' or '&'
+};
+
+inline value_context context_of(std::string_view s, std::size_t name) noexcept {
+    value_context c;
+    if (name > 0 && (s[name - 1] == '?' || s[name - 1] == '&')) {
+        c.query = true;
+        return c;
+    }
+    std::size_t i = name;
+    while (i > 0 && is_space(s[i - 1])) {
+        --i;
+    }
+    // At the start, only where the string has a ';': a single ODBC attribute is no connect
+    // string, and reading "password=x host=h" as one would hide "host=h".
+    c.odbc = i == 0 ? s.find(';') != npos : s[i - 1] == ';';
+    // Right after ';' libpq would not see a keyword here at all, but a piece of another value.
+    c.libpq = name == 0 || s[name - 1] != ';';
+    return c;
+}
+
+/// True when a libpq value that ends at `k` ends unambiguously: at the end of `s`, or (after
+/// blanks, or directly after a quoted value) at the end or before a known keyword and '='.
+inline bool libpq_ends_cleanly(std::string_view s, std::size_t k) {
+    while (k < s.size() && is_space(s[k])) {
+        ++k;
+    }
+    return k >= s.size() || known_keyword_at(s, k);
+}
+
+/// True when an ODBC value that ends at `k` ends unambiguously: at the end of `s` (blanks
+/// aside), or at a ';' followed by the end or another attribute, "name=". After an unbraced
+/// value the name must be a known keyword: "PWD=a;b=c" may be a password "a;b=c" written
+/// without the braces it needs. After a braced one, whose braces show that the writer knew
+/// ';' ends the value, any name will do.
+inline bool odbc_ends_cleanly(std::string_view s, std::size_t k, bool braced) {
+    while (k < s.size() && is_space(s[k])) {
+        ++k;
+    }
+    if (k >= s.size()) {
+        return true;
+    }
+    if (s[k] != ';') {
+        return false;
+    }
+    ++k;
+    while (k < s.size() && is_space(s[k])) {
+        ++k;
+    }
+    if (k >= s.size()) {
+        return true;
+    }
+    if (!braced) {
+        return known_keyword_at(s, k);
+    }
+    const std::size_t name = k;
+    while (k < s.size() && is_name_char(s[k])) {
+        ++k;
+    }
+    while (k < s.size() && is_space(s[k])) {
+        ++k;
+    }
+    return k > name && k < s.size() && s[k] == '=';
+}
+
+/// True when a URI query value that ends at `k` ends unambiguously: at the end of `s`, or at an
+/// '&' followed by a known keyword and '='.
+inline bool query_ends_cleanly(std::string_view s, std::size_t k) {
+    return k >= s.size() || (s[k] == '&' && known_keyword_at(s, k + 1));
+}
+
+/// Where a value quoted with `open` ('\'' or '"', backslash escapes) starting at `v` closes:
+/// the position after the closing quote, or npos when it does not close.
+inline std::size_t after_closing_quote(std::string_view s, std::size_t v, char open) noexcept {
+    std::size_t k = v + 1;
+    while (k < s.size() && s[k] != open) {
+        k += s[k] == '\\' ? 2 : 1;
+    }
+    return k < s.size() ? k + 1 : npos;
+}
+
+/// Where the secret value starting at `v` ends, at the latest: each parser `c` allows reads it,
+/// a reading that does not end cleanly runs to the end of `s`, and the longest reading wins.
+inline std::size_t secret_end(std::string_view s, std::size_t v, value_context c) {
+    const std::size_t n = s.size();
+    std::size_t end = v;
+    const auto reading = [&](std::size_t k, bool clean) {
+        end = std::max(end, k != npos && k <= n && clean ? k : n);
+    };
+    const char open = v < n ? s[v] : '\0';
+    const bool quote = open == '\'' || open == '"';
+    if (c.query) {
+        if (quote) {
+            const std::size_t k = after_closing_quote(s, v, open);
+            reading(k, k != npos && query_ends_cleanly(s, k));
+        }
+        const std::size_t amp = std::min(s.find('&', v), n);
+        reading(amp, query_ends_cleanly(s, amp));
+    }
+    if (c.libpq) {
+        if (quote) {
+            const std::size_t k = after_closing_quote(s, v, open);
+            reading(k, k != npos && libpq_ends_cleanly(s, k));
+        } else {
+            std::size_t k = v;
+            while (k < n && !is_space(s[k])) {
+                k += s[k] == '\\' ? 2 : 1;
+            }
+            k = std::min(k, n);
+            reading(k, libpq_ends_cleanly(s, k));
+        }
+    }
+    if (c.odbc) {
+        if (open == '{') {
+            std::size_t k = v + 1;
+            while (k < n && !(s[k] == '}' && (k + 1 >= n || s[k + 1] != '}'))) {
+                k += s[k] == '}' ? 2 : 1;
+            }
+            reading(k < n ? k + 1 : npos, k < n && odbc_ends_cleanly(s, k + 1, true));
+        } else {
+            const std::size_t semi = std::min(s.find(';', v), n);
+            reading(semi, odbc_ends_cleanly(s, semi, false));
+        }
+    }
+    return end;
 }
 
 /// True when `s` starts (after blanks) with `identifier =`: libpq's and SOCI's keyword/value
@@ -1805,48 +2363,71 @@ inline bool starts_with_keyword(std::string_view s) noexcept {
     return i < s.size() && s[i] == '=';
 }
 
-/// The password in a URI's userinfo: "user:secret@" starting at `authority`. The last `@` before
-/// the next whitespace ends it, so a password holding an unescaped `@` is still hidden whole.
-inline void find_userinfo_secret(std::string_view s, std::size_t authority,
-                                 std::vector<span>& out) {
-    std::size_t end = authority;
-    while (end < s.size() && !is_space(s[end])) {
-        ++end;
+/// True when `s` starts with a URI scheme and "://".
+inline bool starts_with_scheme(std::string_view s) noexcept {
+    std::size_t i = 0;
+    while (i < s.size() && (std::isalnum(static_cast<unsigned char>(s[i])) != 0 || s[i] == '+' ||
+                            s[i] == '-' || s[i] == '.')) {
+        ++i;
     }
-    const std::string_view auth = s.substr(authority, end - authority);
-    const std::size_t at = auth.rfind('@');
-    if (at == std::string_view::npos) {
-        return;
-    }
-    const std::size_t colon = auth.substr(0, at).find(':');
-    if (colon == std::string_view::npos) {
-        return;
-    }
-    out.emplace_back(authority + colon + 1, authority + at);
+    return i > 0 && s.substr(i, 3) == "://";
 }
 
-/// Every password value in `s`, in order, not overlapping. `bare_uri`: treat `s` itself as a
-/// URI without its scheme (the parameters of "postgresql://user:secret@host/db").
+/// True when connect parameters may be a URI without its scheme ("user:secret@host/db"): they
+/// are neither keyword=value pairs nor a URI with a scheme. Whatever the backend: any of them
+/// may be handed such a string.
+inline bool looks_like_bare_uri(std::string_view s) noexcept {
+    return !s.empty() && !starts_with_keyword(s) && !starts_with_scheme(s);
+}
+
+/// The password in a URI's userinfo, "user:secret@", for the authority starting at
+/// `authority`: from the first ':' to the last '@' of `s`, so that a password holding an
+/// unescaped '@', '/' or blank is still hidden whole.
+inline void find_userinfo_secret(std::string_view s, std::size_t authority,
+                                 std::vector<span>& out) {
+    const std::size_t at = s.rfind('@');
+    if (at == npos || at < authority) {
+        return;
+    }
+    const std::size_t colon = s.find(':', authority);
+    if (colon == npos || colon > at) {
+        return;
+    }
+    out.emplace_back(colon + 1, at);
+}
+
+/// Every secret value in `s`, in order, not overlapping. `bare_uri`: `s` may itself be a URI
+/// without its scheme (the parameters of "postgresql://user:secret@host/db").
 inline std::vector<span> find_secrets(std::string_view s, bool bare_uri) {
     std::vector<span> out;
-    if (bare_uri && s.find("://") == std::string_view::npos) {
+    if (bare_uri && !starts_with_scheme(s)) {
         find_userinfo_secret(s, 0, out);
     }
-    for (std::size_t scheme = s.find("://"); scheme != std::string_view::npos;
-         scheme = s.find("://", scheme + 3)) {
+    for (std::size_t scheme = s.find("://"); scheme != npos; scheme = s.find("://", scheme + 3)) {
         find_userinfo_secret(s, scheme + 3, out);
     }
-    static constexpr std::string_view keys[] = {"password", "pwd", "pass"};
-    for (std::size_t i = 0; i < s.size(); ++i) {
-        for (const std::string_view key : keys) {
-            const std::size_t v = keyword_value_at(s, i, key);
-            if (v != std::string_view::npos) {
-                const bool in_query = i > 0 && (s[i - 1] == '?' || s[i - 1] == '&');
-                const std::size_t end = value_end(s, v, in_query);
-                out.emplace_back(v, end);
-                i = std::max(end, v + 1) - 1; // resume after the value
-                break;
-            }
+    // Every '=' whose keyword names a secret, wherever it stands (also inside other values, or
+    // right after a quote): finding too many only hides more.
+    for (std::size_t eq = s.find('='); eq != npos; eq = s.find('=', eq + 1)) {
+        std::size_t name_end = eq;
+        while (name_end > 0 && is_space(s[name_end - 1])) {
+            --name_end;
+        }
+        std::size_t name = name_end;
+        while (name > 0 && is_name_char(s[name - 1])) {
+            --name;
+        }
+        if (name == name_end || !is_secret_keyword(s.substr(name, name_end - name))) {
+            continue;
+        }
+        std::size_t v = eq + 1;
+        while (v < s.size() && is_space(s[v])) {
+            ++v;
+        }
+        const std::size_t end = secret_end(s, v, context_of(s, name));
+        out.emplace_back(v, end);
+        if (end >= s.size()) {
+            break; // hidden to the end
         }
     }
     std::sort(out.begin(), out.end());
@@ -1861,12 +2442,12 @@ inline std::vector<span> find_secrets(std::string_view s, bool bare_uri) {
     return merged;
 }
 
-/// `s` with every password value replaced by "***".
-inline std::string redact(std::string_view s, bool bare_uri) {
+/// `s` with every span replaced by "***".
+inline std::string replace_spans(std::string_view s, const std::vector<span>& spans) {
     std::string out;
     out.reserve(s.size());
     std::size_t pos = 0;
-    for (const span& sp : find_secrets(s, bare_uri)) {
+    for (const span& sp : spans) {
         out.append(s.substr(pos, sp.first - pos));
         out.append("***");
         pos = sp.second;
@@ -1875,51 +2456,123 @@ inline std::string redact(std::string_view s, bool bare_uri) {
     return out;
 }
 
-/// A backend's error text made safe to show: password spellings in it redacted, and every
-/// occurrence of a password taken from `params` (whole, and each blank-separated piece of it, in
-/// case a parser split a quoted value) replaced by "***".
-inline std::string scrub(std::string message, std::string_view params, bool bare_uri) {
-    std::vector<std::string> secrets;
-    for (const span& sp : find_secrets(params, bare_uri)) {
-        std::string_view value = params.substr(sp.first, sp.second - sp.first);
-        if (value.size() >= 2 &&
-            (value.front() == '\'' || value.front() == '"' || value.front() == '{')) {
-            value = value.substr(1, value.size() - 2);
+/// Connect parameters with every secret value replaced by "***". They are read as a URI without
+/// its scheme too when they look like one (looks_like_bare_uri), whatever the backend.
+inline std::string redact(std::string_view params) {
+    return replace_spans(params, find_secrets(params, looks_like_bare_uri(params)));
+}
+
+/// As redact(params); `bare_uri` forces the reading as a URI without its scheme.
+inline std::string redact(std::string_view params, bool bare_uri) {
+    return replace_spans(params, find_secrets(params, bare_uri || looks_like_bare_uri(params)));
+}
+
+/// The spellings in which a backend may echo a secret value written as `raw`: as written,
+/// without backslash escapes, with ODBC's "}}" (or a doubled quote) undoubled, percent-decoded.
+inline void add_secret_forms(std::string_view raw, std::vector<std::string>& forms) {
+    const auto add = [&](std::string form) {
+        if (!form.empty() && std::find(forms.begin(), forms.end(), form) == forms.end()) {
+            forms.push_back(std::move(form));
         }
-        if (!value.empty()) {
-            secrets.emplace_back(value);
+    };
+    add(std::string(raw));
+    std::string unescaped;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] == '\\' && i + 1 < raw.size()) {
+            ++i;
         }
-        std::size_t i = 0;
-        while (i < value.size()) {
-            while (i < value.size() && is_space(value[i])) {
+        unescaped += raw[i];
+    }
+    add(unescaped);
+    for (const char q : {'}', '\'', '"'}) {
+        std::string undoubled;
+        for (std::size_t i = 0; i < raw.size(); ++i) {
+            undoubled += raw[i];
+            if (raw[i] == q && i + 1 < raw.size() && raw[i + 1] == q) {
                 ++i;
             }
-            std::size_t j = i;
-            while (j < value.size() && !is_space(value[j])) {
-                ++j;
+        }
+        add(undoubled);
+    }
+    add(percent_decode(raw));
+}
+
+/// `message` with every run of 3 or more characters that is a piece of one of `forms` replaced
+/// by "***", and every occurrence of a form shorter than that too. Adjacent replacements share
+/// one "***".
+inline std::string mask_pieces(std::string_view message, const std::vector<std::string>& forms) {
+    if (forms.empty()) {
+        return std::string(message);
+    }
+    std::string out;
+    out.reserve(message.size());
+    bool masking = false;
+    std::size_t i = 0;
+    while (i < message.size()) {
+        std::size_t best = 0;
+        for (const std::string& form : forms) {
+            if (form.size() < 3) {
+                if (form.size() > best && message.substr(i, form.size()) == form) {
+                    best = form.size();
+                }
+                continue;
             }
-            if (j - i >= 2 && j - i < value.size()) {
-                secrets.emplace_back(value.substr(i, j - i));
+            for (std::size_t p = 0; p + 3 <= form.size(); ++p) {
+                std::size_t l = 0;
+                while (i + l < message.size() && p + l < form.size() &&
+                       message[i + l] == form[p + l]) {
+                    ++l;
+                }
+                if (l >= 3 && l > best) {
+                    best = l;
+                }
             }
-            i = j;
+        }
+        if (best == 0) {
+            out += message[i];
+            masking = false;
+            ++i;
+        } else {
+            if (!masking) {
+                out += "***";
+            }
+            masking = true;
+            i += best;
         }
     }
-    // Longest first, so a piece never leaves the rest of a longer secret behind.
-    std::sort(secrets.begin(), secrets.end(),
-              [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-    for (const std::string& secret : secrets) {
-        for (std::size_t at = message.find(secret); at != std::string::npos;
-             at = message.find(secret, at + 3)) {
-            message.replace(at, secret.size(), "***");
+    return out;
+}
+
+/// A backend's error text made safe to show: secret spellings in it redacted, and every piece of
+/// 3 or more characters of a secret value taken from `params` (as written, unescaped or decoded:
+/// backends echo words of a connect string they cannot parse) replaced by "***", as is every
+/// occurrence of a shorter secret.
+inline std::string scrub(std::string_view message, std::string_view params, bool bare_uri) {
+    std::vector<std::string> forms;
+    for (span sp : find_secrets(params, bare_uri || looks_like_bare_uri(params))) {
+        // With the blanks around it: a parser that keeps them may echo them with the value.
+        while (sp.first > 0 && is_space(params[sp.first - 1])) {
+            --sp.first;
         }
+        while (sp.second < params.size() && is_space(params[sp.second])) {
+            ++sp.second;
+        }
+        add_secret_forms(params.substr(sp.first, sp.second - sp.first), forms);
     }
-    return redact(message, false);
+    const std::string masked = mask_pieces(message, forms);
+    return replace_spans(masked, find_secrets(masked, false));
+}
+
+/// As scrub(message, params, false): `params` are read as a URI without its scheme when they
+/// look like one.
+inline std::string scrub(std::string_view message, std::string_view params) {
+    return scrub(message, params, false);
 }
 
 /// True when `key` appears as a keyword (`key=`) in `s`, in keyword or URI query form.
 inline bool has_keyword(std::string_view s, std::string_view key) noexcept {
     for (std::size_t i = 0; i < s.size(); ++i) {
-        if (keyword_value_at(s, i, key) != std::string_view::npos) {
+        if (keyword_value_at(s, i, key) != npos) {
             return true;
         }
     }
@@ -1933,36 +2586,1242 @@ inline bool valid_backend_name(std::string_view name) noexcept {
     });
 }
 
-/// Lower-case copy, for matching error texts.
-inline std::string to_lower(std::string_view s) {
-    std::string out(s);
-    std::transform(out.begin(), out.end(), out.begin(), lower);
-    return out;
-}
-
 } // namespace soci_cs
 } // namespace detail
 } // namespace warmpool
 // ---- end warmpool/detail/soci_connect_string.hpp ----
+// ---- begin warmpool/soci/mysql.hpp ----
+
+// The SOCI adapter's MySQL/MariaDB checks: MariaDB Connector/C (libmariadb, which serves MySQL
+// servers too) asked directly about the MYSQL handle of a session SOCI opened. Used by
+// warmpool/soci.hpp; one header per backend so each backend's code, its client-library
+// functions and its compile-time switch sit together.
+//
+// MySQL's own libmysqlclient lacks mysql_get_socket and the non-blocking API, so a SOCI built
+// against it gets no native checks: detection finds no LIBMARIADB in <mysql.h> and treats the
+// checks as unavailable (soci_config then says so), and =1 stops with an #error; =0 is the way.
+//
+// WARMPOOL_SOCI_MYSQL picks how (the result is WARMPOOL_SOCI_MYSQL_NATIVE):
+//   undefined  detect: when <soci/mysql/soci-mysql.h> and Connector/C's <mysql.h> are on the
+//              include path, the checks are compiled in and the client library's functions are
+//              found at run time in the process, which has it loaded once SOCI opened a MySQL
+//              session (see warmpool/detail/loaded_library.hpp). NATIVE = 2. Without the headers
+//              NATIVE = 0, and soci_config refuses a "mysql://" connect string.
+//   =1         called directly: link libmariadb and soci_mysql, whose static factory
+//              (soci::mysql) then opens the sessions. NATIVE = 1.
+//   =0         no native checks: the portable fallback documented in warmpool/soci.hpp.
+//
+// What the checks cost, each bounded by the timeout the pool passes (validation_timeout):
+//   is_broken       the socket handle, local.
+//   in_transaction  the server-status flag the last reply carried, local.
+//   peer_closed     one poll().
+//   ping            "DO 0" sent with mysql_send_query, its reply awaited with poll() before
+//                   mysql_read_query_result reads it: one round trip. (mysql_ping would block
+//                   as long as read_timeout allows: by default forever.)
+//   rollback        "ROLLBACK", the same way: one round trip.
+//   reset           mysql_reset_connection through Connector/C's non-blocking API, then, on a
+//                   MariaDB server, the role put back (below): two round trips, three when a
+//                   role must be set. A Connector/C too old for that API (before 3.0) makes
+//                   reset() return false: reset_on_release then closes at every give-back.
+//
+// MYSQL_OPT_NONBLOCK is documented for use before connecting, but Connector/C accepts it on a
+// connection SOCI opened: it only allocates the context the *_start/*_cont calls run on (once
+// per connection; mysql_get_option tells whether it is there), and blocking calls on the same
+// connection keep working. A reset that times out leaves that context suspended; the pool then
+// closes the connection, and mysql_close sends COM_QUIT without waiting for the server.
+//
+// MariaDB's COM_RESET_CONNECTION (mysql_reset_connection) drops temporary tables, releases
+// GET_LOCK locks, clears user variables, resets session variables to their global values and
+// keeps the connection's character set, but it leaves the role of SET ROLE active (checked on
+// MariaDB 10.11). So reset() then asks for CURRENT_ROLE() and the user's default role
+// (information_schema.APPLICABLE_ROLES.IS_DEFAULT, which a new connection starts with) and runs
+// SET ROLE when they differ.
+
+// ---- begin warmpool/detail/loaded_library.hpp ----
+
+// Finding functions of a shared library the process has already loaded, for the SOCI adapter's
+// native checks (warmpool/soci/*.hpp) when the program was not linked against the database
+// client library itself.
+//
+// Why it is needed: SOCI's dynamic backend loader dlopen()s libsoci_postgresql.so (and so libpq)
+// with RTLD_LOCAL, so libpq's symbols are not in the global scope: dlsym(RTLD_DEFAULT, "PQstatus")
+// finds nothing although libpq is loaded and serving the session. The objects themselves can
+// still be reached: dl_iterate_phdr() lists every loaded object by path, and
+// dlopen(path, RTLD_NOLOAD) returns a handle to one already loaded without loading anything.
+//
+// Where a function is looked for, in this order, all of a table's functions in one place:
+//   1. the global scope (dlsym(RTLD_DEFAULT)): a program linked against the client library, or
+//      statically linked and exporting its symbols. The dynamic linker binds the backend's own
+//      references there first, so this is the very copy the session uses.
+//   2. each loaded object whose file name starts with one of the given prefixes, in load order
+//      ("libsoci_postgresql" first: a handle searches that object and its dependencies, the
+//      scope it was linked in; then the client library by name, "libpq.so").
+// Nothing is ever loaded here, and the handles taken are never closed, so the functions stay
+// valid for the life of the process even if SOCI unloads its backend.
+//
+// POSIX with <dlfcn.h>; dl_iterate_phdr() where <link.h> has it (Linux, the BSDs). Elsewhere
+// only the global scope is searched. Without <dlfcn.h> this header is empty, and the backend
+// headers do not detect their client libraries (only =1 enables their checks there).
+
+#if __has_include(<dlfcn.h>)
+
+#include <cstddef>
+#include <cstring>
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include <dlfcn.h>
+#if __has_include(<link.h>) && !defined(__APPLE__)
+#include <link.h>
+#define WARMPOOL_DETAIL_HAS_DL_ITERATE_PHDR 1
+#endif
+
+namespace warmpool {
+namespace detail {
+namespace loaded_library {
+
+/// Stores a symbol's address in a function pointer. (A data pointer converted to a function
+/// pointer is only conditionally supported by C++; POSIX guarantees dlsym's result works.)
+template <class F>
+void assign(F*& fn, void* address) noexcept {
+    static_assert(std::is_function<F>::value, "assign() fills function pointers");
+    static_assert(sizeof(fn) == sizeof(address), "function and data pointers differ in size");
+    std::memcpy(&fn, &address, sizeof fn);
+}
+
+/// The file name part of a path.
+inline std::string_view base_name(std::string_view path) noexcept {
+    const std::size_t slash = path.rfind('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+/// Paths of the loaded objects whose file name starts with `prefix`, in load order.
+inline std::vector<std::string> paths_starting_with(std::string_view prefix) {
+    std::vector<std::string> found;
+#if defined(WARMPOOL_DETAIL_HAS_DL_ITERATE_PHDR)
+    struct search {
+        std::string_view prefix;
+        std::vector<std::string>* found;
+    } s{prefix, &found};
+    ::dl_iterate_phdr(
+        [](dl_phdr_info* info, std::size_t, void* data) -> int {
+            auto* s = static_cast<search*>(data);
+            if (info->dlpi_name != nullptr && info->dlpi_name[0] != '\0') {
+                const std::string_view path = info->dlpi_name;
+                if (base_name(path).substr(0, s->prefix.size()) == s->prefix) {
+                    s->found->emplace_back(path);
+                }
+            }
+            return 0;
+        },
+        &s);
+#else
+    (void)prefix;
+#endif
+    return found;
+}
+
+/// Where the functions of one table may be: the global scope, then the handles of the loaded
+/// objects named by the prefixes (each taken with RTLD_NOLOAD: nothing is loaded).
+inline std::vector<void*> scopes(std::initializer_list<std::string_view> prefixes) {
+    std::vector<void*> out;
+#if defined(RTLD_DEFAULT)
+    out.push_back(RTLD_DEFAULT);
+#endif
+    for (const std::string_view prefix : prefixes) {
+        for (const std::string& path : paths_starting_with(prefix)) {
+            if (void* handle = ::dlopen(path.c_str(), RTLD_NOLOAD | RTLD_LAZY)) {
+                out.push_back(handle); // kept open on purpose: see the top of this file
+            }
+        }
+    }
+    return out;
+}
+
+/// The address of `name` in `scope`, or nullptr.
+inline void* find(void* scope, const char* name) noexcept {
+    return ::dlsym(scope, name);
+}
+
+/// Calls `fill(scope)` for each scope in turn until it returns true (it found every function
+/// it needs there). True when one did. Exceptions (out of memory) count as not found.
+template <class Fill>
+bool resolve(std::initializer_list<std::string_view> prefixes, Fill&& fill) noexcept {
+    try {
+        for (void* scope : scopes(prefixes)) {
+            if (fill(scope)) {
+                return true;
+            }
+        }
+    } catch (...) {
+    }
+    return false;
+}
+
+} // namespace loaded_library
+} // namespace detail
+} // namespace warmpool
+
+#endif // __has_include(<dlfcn.h>)
+// ---- end warmpool/detail/loaded_library.hpp ----
+// ---- begin warmpool/detail/socket_wait.hpp ----
+
+// poll() helpers for the SOCI adapter's PostgreSQL and MySQL checks (warmpool/soci/*.hpp): wait
+// for a socket until a deadline, or look at it once without waiting. Every round trip the
+// adapter makes is awaited here, which is what keeps it bounded when a server hangs. POSIX:
+// without <poll.h> this header is empty.
+
+#if __has_include(<poll.h>)
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+
+#include <poll.h>
+
+namespace warmpool {
+namespace detail {
+namespace socket_wait {
+
+using steady = std::chrono::steady_clock;
+
+/// Waits until `fd` shows one of `events` (or an error) or `deadline` passes. Returns the
+/// revents seen; 0 on timeout or failure.
+inline short until(int fd, short events, steady::time_point deadline) noexcept {
+    if (fd < 0) {
+        return 0;
+    }
+    for (;;) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - steady::now());
+        if (left.count() <= 0) {
+            return 0;
+        }
+        pollfd p{fd, events, 0};
+        const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), INT_MAX)));
+        if (r > 0) {
+            return p.revents;
+        }
+        if (r == 0 || errno != EINTR) {
+            return 0;
+        }
+    }
+}
+
+/// One zero-timeout poll for readability; the revents (0 when nothing is pending).
+inline short now(int fd) noexcept {
+    short events = POLLIN;
+#if defined(POLLRDHUP)
+    events |= POLLRDHUP; // the peer shut its side: a server never does that to a live session
+#endif
+    pollfd p{fd, events, 0};
+    return ::poll(&p, 1, 0) > 0 ? p.revents : 0;
+}
+
+/// The revents that mean the connection is over.
+inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
+#if defined(POLLRDHUP)
+                                       | POLLRDHUP
+#endif
+    ;
+
+} // namespace socket_wait
+} // namespace detail
+} // namespace warmpool
+
+#endif // __has_include(<poll.h>)
+// ---- end warmpool/detail/socket_wait.hpp ----
+
+#include <soci/soci.h>
+
+#if defined(WARMPOOL_SOCI_MYSQL)
+#if (0 - WARMPOOL_SOCI_MYSQL - 1) == 1 // defined with no value: taken as =1
+#define WARMPOOL_SOCI_MYSQL_NATIVE 1
+#elif WARMPOOL_SOCI_MYSQL
+#define WARMPOOL_SOCI_MYSQL_NATIVE 1
+#else
+#define WARMPOOL_SOCI_MYSQL_NATIVE 0
+#endif
+#elif __has_include(<soci/mysql/soci-mysql.h>) && __has_include(<mysql.h>) &&                      \
+    __has_include(<dlfcn.h>) && __has_include(<poll.h>)
+#include <mysql.h>
+#if defined(LIBMARIADB)
+#define WARMPOOL_SOCI_MYSQL_NATIVE 2
+#else
+#define WARMPOOL_SOCI_MYSQL_NATIVE 0 // MySQL's own libmysqlclient: see the top of this file
+#define WARMPOOL_DETAIL_SOCI_MYSQL_MISSING 1
+#endif
+#else
+#define WARMPOOL_SOCI_MYSQL_NATIVE 0
+#define WARMPOOL_DETAIL_SOCI_MYSQL_MISSING 1
+#endif
+
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+#include <soci/mysql/soci-mysql.h>
+
+#include <mysql.h>
+
+#if !defined(LIBMARIADB)
+#error                                                                                             \
+    "warmpool: WARMPOOL_SOCI_MYSQL=1 needs MariaDB Connector/C's <mysql.h> (libmariadb), which serves MySQL servers too; MySQL's own libmysqlclient lacks the calls the checks make. Define WARMPOOL_SOCI_MYSQL=0 for the portable fallback."
+#endif
+
+#include <cstring>
+#include <exception>
+#include <string>
+#endif
+
+#include <chrono>
+
+namespace warmpool {
+namespace detail {
+namespace soci_my {
+
+#if defined(WARMPOOL_DETAIL_SOCI_MYSQL_MISSING)
+/// Why the checks are not compiled in, for soci_config's error.
+inline constexpr const char* missing =
+#if !__has_include(<soci/mysql/soci-mysql.h>)
+    "SOCI's header <soci/mysql/soci-mysql.h> was not found (install SOCI's MySQL backend; "
+    "Debian: libsoci-dev)";
+#elif !__has_include(<mysql.h>)
+    "MariaDB Connector/C's header <mysql.h> was not found: add its directory to the include "
+    "path (`pkg-config --cflags libmariadb`; Debian: -I/usr/include/mariadb, package "
+    "libmariadb-dev)";
+#elif !__has_include(<dlfcn.h>) || !__has_include(<poll.h>)
+    "this platform has no <dlfcn.h> or <poll.h> to find the client library at run time: "
+    "define WARMPOOL_SOCI_MYSQL=1 and link libmariadb and soci_mysql";
+#else
+    "the <mysql.h> on the include path is not MariaDB Connector/C's (it serves MySQL servers "
+    "too); MySQL's own libmysqlclient lacks the calls the checks make, so with a SOCI built "
+    "against it the portable fallback is the choice";
+#endif
+#endif
+
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+
+using steady = std::chrono::steady_clock;
+namespace sock = detail::socket_wait;
+
+/// Connector/C's functions the checks call: linked directly (=1) or found at run time.
+struct functions {
+    decltype(&::mysql_get_socket) get_socket = nullptr;
+    decltype(&::mysql_get_ssl_cipher) get_ssl_cipher = nullptr;
+    decltype(&::mysql_send_query) send_query = nullptr;
+    decltype(&::mysql_read_query_result) read_query_result = nullptr;
+    // The non-blocking API, for reset(); all or none (`nonblocking`).
+    bool nonblocking = false;
+    decltype(&::mysql_options) options = nullptr;
+    decltype(&::mysql_get_option) get_option = nullptr;
+    decltype(&::mysql_get_server_info) server_info = nullptr;
+    decltype(&::mysql_reset_connection_start) reset_start = nullptr;
+    decltype(&::mysql_reset_connection_cont) reset_cont = nullptr;
+    decltype(&::mysql_real_query_start) query_start = nullptr;
+    decltype(&::mysql_real_query_cont) query_cont = nullptr;
+    decltype(&::mysql_store_result_start) store_start = nullptr;
+    decltype(&::mysql_store_result_cont) store_cont = nullptr;
+    decltype(&::mysql_fetch_row) fetch_row = nullptr;
+    decltype(&::mysql_free_result) free_result = nullptr;
+};
+
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 2
+/// Fills `f` from one scope; true when every required function was there (the non-blocking
+/// ones are taken only when all of them are).
+inline bool fill(functions& f, void* scope) noexcept {
+    bool all = true;
+    const auto get = [&](auto& fn, const char* name) {
+        void* const address = loaded_library::find(scope, name);
+        all = all && address != nullptr;
+        if (address != nullptr) {
+            loaded_library::assign(fn, address);
+        }
+    };
+    get(f.get_socket, "mysql_get_socket");
+    get(f.get_ssl_cipher, "mysql_get_ssl_cipher");
+    get(f.send_query, "mysql_send_query");
+    get(f.read_query_result, "mysql_read_query_result");
+    if (!all) {
+        return false;
+    }
+    get(f.options, "mysql_options");
+    get(f.get_option, "mysql_get_option");
+    get(f.server_info, "mysql_get_server_info");
+    get(f.reset_start, "mysql_reset_connection_start");
+    get(f.reset_cont, "mysql_reset_connection_cont");
+    get(f.query_start, "mysql_real_query_start");
+    get(f.query_cont, "mysql_real_query_cont");
+    get(f.store_start, "mysql_store_result_start");
+    get(f.store_cont, "mysql_store_result_cont");
+    get(f.fetch_row, "mysql_fetch_row");
+    get(f.free_result, "mysql_free_result");
+    f.nonblocking = all;
+    return true;
+}
+#endif
+
+/// The table, or nullptr when the client library's functions cannot be found in this process.
+/// Resolved once, on first use, which is always with a MySQL session open.
+inline const functions* api() noexcept {
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 1
+    static const functions linked = [] {
+        functions f;
+        f.get_socket = &::mysql_get_socket;
+        f.get_ssl_cipher = &::mysql_get_ssl_cipher;
+        f.send_query = &::mysql_send_query;
+        f.read_query_result = &::mysql_read_query_result;
+        f.nonblocking = true;
+        f.options = &::mysql_options;
+        f.get_option = &::mysql_get_option;
+        f.server_info = &::mysql_get_server_info;
+        f.reset_start = &::mysql_reset_connection_start;
+        f.reset_cont = &::mysql_reset_connection_cont;
+        f.query_start = &::mysql_real_query_start;
+        f.query_cont = &::mysql_real_query_cont;
+        f.store_start = &::mysql_store_result_start;
+        f.store_cont = &::mysql_store_result_cont;
+        f.fetch_row = &::mysql_fetch_row;
+        f.free_result = &::mysql_free_result;
+        return f;
+    }();
+    return &linked;
+#else
+    static const functions* const resolved = []() noexcept -> const functions* {
+        static functions found;
+        const bool ok =
+            loaded_library::resolve({"libsoci_mysql", "libmariadb.so"}, [](void* scope) {
+                functions f;
+                if (!fill(f, scope)) {
+                    return false;
+                }
+                found = f;
+                return true;
+            });
+        return ok ? &found : nullptr;
+    }();
+    return resolved;
+#endif
+}
+
+/// What the connect error says when api() is nullptr.
+inline constexpr const char* unresolved =
+    "MariaDB Connector/C's functions (mysql_get_socket, mysql_send_query, ...) were not found in "
+    "this process, so the native checks cannot run (looked in the global scope, SOCI's "
+    "libsoci_mysql and libmariadb.so*). Link libmariadb and soci_mysql and define "
+    "WARMPOOL_SOCI_MYSQL=1, or define WARMPOOL_SOCI_MYSQL=0 for the portable fallback";
+
+inline MYSQL* conn(soci::session& s) noexcept {
+    return static_cast<soci::mysql_session_backend*>(s.get_backend())->conn_;
+}
+
+/// The error number SOCI's MySQL error carries; 0 for any other exception. (mysql_soci_error's
+/// virtual functions are all inline, so this dynamic_cast needs no link to soci_mysql.)
+inline unsigned error_number(const std::exception& e) noexcept {
+    if (const auto* m = dynamic_cast<const soci::mysql_soci_error*>(&e)) {
+        return m->err_num_;
+    }
+    return 0;
+}
+
+inline int socket_of(const functions& my, MYSQL* c) noexcept {
+    return static_cast<int>(my.get_socket(c));
+}
+
+inline bool is_broken(soci::session& s) noexcept {
+    const functions* const my = api();
+    MYSQL* const c = conn(s);
+    return my == nullptr || c == nullptr || socket_of(*my, c) < 0;
+}
+
+inline bool in_transaction(soci::session& s) noexcept {
+    MYSQL* const c = conn(s);
+    return api() == nullptr || c == nullptr || (c->server_status & SERVER_STATUS_IN_TRANS) != 0;
+}
+
+inline bool peer_closed(soci::session& s) noexcept {
+    const functions* const my = api();
+    MYSQL* const c = conn(s);
+    if (my == nullptr || c == nullptr) {
+        return true;
+    }
+    const int fd = socket_of(*my, c);
+    if (fd < 0) {
+        return true;
+    }
+    const short revents = sock::now(fd);
+    if ((revents & sock::hangup_events) != 0) {
+        return true;
+    }
+    // MySQL sends nothing unprompted to an idle session except the error packet that precedes
+    // a server-side close, so readable means closed. Over TLS a session ticket can arrive after
+    // the handshake and sit unread: there only a hang-up counts.
+    return (revents & POLLIN) != 0 && my->get_ssl_cipher(c) == nullptr;
+}
+
+/// One statement with a short reply, sent, its reply awaited with poll() until the deadline and
+/// then read. False on failure or timeout (the connection is mid-command then: the pool closes
+/// it, and mysql_close only sends COM_QUIT).
+inline bool exec_bounded(soci::session& s, const char* sql,
+                         std::chrono::milliseconds timeout) noexcept {
+    const functions* const my = api();
+    MYSQL* const c = conn(s);
+    if (my == nullptr || c == nullptr) {
+        return false;
+    }
+    const auto deadline = steady::now() + timeout;
+    const int fd = socket_of(*my, c);
+    if (fd < 0) {
+        return false;
+    }
+    if (my->send_query(c, sql, static_cast<unsigned long>(std::strlen(sql))) != 0) {
+        return false;
+    }
+    if (sock::until(fd, POLLIN, deadline) == 0) {
+        return false;
+    }
+    return my->read_query_result(c) == 0;
+}
+
+inline bool ping(soci::session& s, std::chrono::milliseconds timeout) noexcept {
+    return exec_bounded(s, "DO 0", timeout);
+}
+
+/// True when no transaction is open afterwards.
+inline bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexcept {
+    return exec_bounded(s, "ROLLBACK", timeout) && !in_transaction(s);
+}
+
+/// Drives one call of Connector/C's non-blocking API: `start()` and `cont(ready)` return the
+/// events the library waits for (0 when done); between them the socket is polled until the
+/// deadline. False when the deadline passed first, leaving the call suspended.
+template <class Start, class Cont>
+bool drive(int fd, steady::time_point deadline, Start&& start, Cont&& cont) noexcept {
+    int status = start();
+    while (status != 0) {
+        short events = 0;
+        if ((status & MYSQL_WAIT_READ) != 0) {
+            events |= POLLIN;
+        }
+        if ((status & MYSQL_WAIT_WRITE) != 0) {
+            events |= POLLOUT;
+        }
+        if ((status & MYSQL_WAIT_EXCEPT) != 0) {
+            events |= POLLPRI;
+        }
+        const short revents = events != 0 ? sock::until(fd, events, deadline) : 0;
+        if (revents == 0) {
+            return false;
+        }
+        int ready = 0;
+        if ((revents & (POLLIN | sock::hangup_events)) != 0) {
+            ready |= MYSQL_WAIT_READ;
+        }
+        if ((revents & POLLOUT) != 0) {
+            ready |= MYSQL_WAIT_WRITE;
+        }
+        if ((revents & POLLPRI) != 0) {
+            ready |= MYSQL_WAIT_EXCEPT;
+        }
+        status = cont(ready);
+    }
+    return true;
+}
+
+/// The first row of a result, two columns: values and whether each is NULL.
+struct two_values {
+    std::string value[2];
+    bool null[2] = {true, true};
+};
+
+/// One statement through the non-blocking API, bounded by `deadline`. With `row` it must
+/// return a row, whose first two columns land there; without, it must return no result set.
+inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                        steady::time_point deadline, two_values* row = nullptr) {
+    int ret = 1;
+    if (!drive(
+            fd, deadline,
+            [&] {
+                return my.query_start(&ret, c, sql.data(), static_cast<unsigned long>(sql.size()));
+            },
+            [&](int ready) { return my.query_cont(&ret, c, ready); }) ||
+        ret != 0) {
+        return false;
+    }
+    MYSQL_RES* result = nullptr;
+    if (!drive(
+            fd, deadline, [&] { return my.store_start(&result, c); },
+            [&](int ready) { return my.store_cont(&result, c, ready); })) {
+        return false;
+    }
+    if (result == nullptr) {
+        return row == nullptr;
+    }
+    bool ok = false;
+    if (MYSQL_ROW r = my.fetch_row(result)) {
+        ok = row != nullptr;
+        for (int i = 0; ok && i < 2; ++i) {
+            row->null[i] = r[i] == nullptr;
+            row->value[i] = r[i] != nullptr ? r[i] : "";
+        }
+    }
+    my.free_result(result); // a stored result: no I/O
+    return ok;
+}
+
+/// `name` as a quoted identifier.
+inline std::string quoted(const std::string& name) {
+    std::string out = "`";
+    for (const char ch : name) {
+        out += ch;
+        if (ch == '`') {
+            out += '`';
+        }
+    }
+    return out + "`";
+}
+
+/// mysql_reset_connection and the role put back, bounded by `timeout` (see the top of this
+/// file).
+inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept {
+    const functions* const my = api();
+    MYSQL* const c = conn(s);
+    if (my == nullptr || c == nullptr || !my->nonblocking) {
+        return false;
+    }
+    const int fd = socket_of(*my, c);
+    if (fd < 0) {
+        return false;
+    }
+    try {
+        const auto deadline = steady::now() + timeout;
+        my_bool has_context = 0;
+        if (my->get_option(c, MYSQL_OPT_NONBLOCK, &has_context) != 0 || has_context == 0) {
+            if (my->options(c, MYSQL_OPT_NONBLOCK, nullptr) != 0) {
+                return false;
+            }
+        }
+        int ret = 1;
+        if (!drive(
+                fd, deadline, [&] { return my->reset_start(&ret, c); },
+                [&](int ready) { return my->reset_cont(&ret, c, ready); }) ||
+            ret != 0) {
+            return false;
+        }
+        const char* const server = my->server_info(c);
+        if (server == nullptr || std::strstr(server, "MariaDB") == nullptr) {
+            return !in_transaction(s);
+        }
+        two_values roles; // the active one, and the user's default, which a new connection has
+        if (!query_async(*my, c, fd,
+                         "SELECT CURRENT_ROLE(), (SELECT ROLE_NAME FROM "
+                         "information_schema.APPLICABLE_ROLES WHERE IS_DEFAULT = 'YES' LIMIT 1)",
+                         deadline, &roles)) {
+            return false;
+        }
+        if (roles.null[0] != roles.null[1] || roles.value[0] != roles.value[1]) {
+            const std::string set =
+                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted(roles.value[1]);
+            if (!query_async(*my, c, fd, set, deadline)) {
+                return false;
+            }
+        }
+        return !in_transaction(s);
+    } catch (...) {
+        return false;
+    }
+}
+#endif // WARMPOOL_SOCI_MYSQL_NATIVE
+
+} // namespace soci_my
+} // namespace detail
+} // namespace warmpool
+// ---- end warmpool/soci/mysql.hpp ----
+// ---- begin warmpool/soci/postgresql.hpp ----
+
+// The SOCI adapter's PostgreSQL checks: libpq asked directly about the PGconn of a session SOCI
+// opened. Used by warmpool/soci.hpp; one header per backend so each backend's code, its
+// client-library functions and its compile-time switch sit together.
+//
+// WARMPOOL_SOCI_POSTGRESQL picks how (the result is WARMPOOL_SOCI_POSTGRESQL_NATIVE):
+//   undefined  detect: when <soci/postgresql/soci-postgresql.h> and <libpq-fe.h> are on the
+//              include path, the checks are compiled in and libpq's functions are found at run
+//              time in the process, which has libpq loaded once SOCI opened a PostgreSQL
+//              session (see warmpool/detail/loaded_library.hpp). The program links nothing
+//              more than SOCI needs, and sessions open through SOCI's dynamic backend loader.
+//              NATIVE = 2. Without the headers NATIVE = 0, and soci_config refuses a
+//              "postgresql://" connect string, saying what is missing.
+//   =1         libpq's functions are called directly: link libpq (-lpq) and soci_postgresql,
+//              whose static factory (soci::postgresql) then opens the sessions, and
+//              soci_config also checks the parameters with libpq's parser. NATIVE = 1. The
+//              CMake target warmpool::soci defines it for every backend it links.
+//   =0         no native checks: the portable fallback documented in warmpool/soci.hpp.
+//              NATIVE = 0.
+//
+// What the checks cost, each bounded by the timeout the pool passes (validation_timeout):
+//   is_broken       PQstatus, local.
+//   in_transaction  PQtransactionStatus, local.
+//   peer_closed     one poll(); a peek and a read only when the socket is readable.
+//   ping            the empty query, sent and awaited non-blocking: one round trip.
+//   rollback        ROLLBACK, sent and awaited the same way: one round trip.
+//   reset           DISCARD ALL, the same way: one round trip.
+// A round trip that times out leaves the socket non-blocking, because the pool then closes the
+// connection and PQfinish must not block on a server that stopped reading.
+
+#include <soci/soci.h>
+
+#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if (0 - WARMPOOL_SOCI_POSTGRESQL - 1) == 1 // defined with no value: taken as =1
+#define WARMPOOL_SOCI_POSTGRESQL_NATIVE 1
+#elif WARMPOOL_SOCI_POSTGRESQL
+#define WARMPOOL_SOCI_POSTGRESQL_NATIVE 1
+#else
+#define WARMPOOL_SOCI_POSTGRESQL_NATIVE 0
+#endif
+#elif __has_include(<soci/postgresql/soci-postgresql.h>) && __has_include(<libpq-fe.h>) &&        \
+    __has_include(<dlfcn.h>) && __has_include(<poll.h>)
+#define WARMPOOL_SOCI_POSTGRESQL_NATIVE 2
+#else
+#define WARMPOOL_SOCI_POSTGRESQL_NATIVE 0
+#define WARMPOOL_DETAIL_SOCI_POSTGRESQL_MISSING 1
+#endif
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+#include <soci/postgresql/soci-postgresql.h>
+
+#include <libpq-fe.h>
+
+#include <cstddef>
+#include <string>
+
+#include <sys/socket.h>
+#include <sys/types.h>
+#endif
+
+#include <chrono>
+
+namespace warmpool {
+namespace detail {
+namespace soci_pg {
+
+#if defined(WARMPOOL_DETAIL_SOCI_POSTGRESQL_MISSING)
+/// Why the checks are not compiled in, for soci_config's error.
+inline constexpr const char* missing =
+#if !__has_include(<soci/postgresql/soci-postgresql.h>)
+    "SOCI's header <soci/postgresql/soci-postgresql.h> was not found (install SOCI's "
+    "PostgreSQL backend; Debian: libsoci-dev)";
+#elif !__has_include(<libpq-fe.h>)
+    "libpq's header <libpq-fe.h> was not found: add its directory to the include path "
+    "(`pkg-config --cflags libpq`; Debian: -I/usr/include/postgresql, package libpq-dev)";
+#else
+    "this platform has no <dlfcn.h> or <poll.h> to find libpq at run time: define "
+    "WARMPOOL_SOCI_POSTGRESQL=1 and link libpq and soci_postgresql";
+#endif
+#endif
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+
+using steady = std::chrono::steady_clock;
+namespace sock = detail::socket_wait;
+
+/// The libpq functions the checks call: linked directly (=1) or found at run time.
+struct functions {
+    decltype(&::PQstatus) status = nullptr;
+    decltype(&::PQsocket) socket = nullptr;
+    decltype(&::PQsslInUse) ssl_in_use = nullptr;
+    decltype(&::PQconsumeInput) consume_input = nullptr;
+    decltype(&::PQisBusy) is_busy = nullptr;
+    decltype(&::PQsendQuery) send_query = nullptr;
+    decltype(&::PQflush) flush = nullptr;
+    decltype(&::PQgetResult) get_result = nullptr;
+    decltype(&::PQresultStatus) result_status = nullptr;
+    decltype(&::PQclear) clear = nullptr;
+    decltype(&::PQisnonblocking) is_nonblocking = nullptr;
+    decltype(&::PQsetnonblocking) set_nonblocking = nullptr;
+    decltype(&::PQtransactionStatus) transaction_status = nullptr;
+};
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 2
+/// Fills `f` from one scope; true when every function was there.
+inline bool fill(functions& f, void* scope) noexcept {
+    bool all = true;
+    const auto get = [&](auto& fn, const char* name) {
+        void* const address = loaded_library::find(scope, name);
+        all = all && address != nullptr;
+        if (address != nullptr) {
+            loaded_library::assign(fn, address);
+        }
+    };
+    get(f.status, "PQstatus");
+    get(f.socket, "PQsocket");
+    get(f.ssl_in_use, "PQsslInUse");
+    get(f.consume_input, "PQconsumeInput");
+    get(f.is_busy, "PQisBusy");
+    get(f.send_query, "PQsendQuery");
+    get(f.flush, "PQflush");
+    get(f.get_result, "PQgetResult");
+    get(f.result_status, "PQresultStatus");
+    get(f.clear, "PQclear");
+    get(f.is_nonblocking, "PQisnonblocking");
+    get(f.set_nonblocking, "PQsetnonblocking");
+    get(f.transaction_status, "PQtransactionStatus");
+    return all;
+}
+#endif
+
+/// The table, or nullptr when libpq's functions cannot be found in this process. Resolved once,
+/// on first use, which is always with a PostgreSQL session open: libpq is loaded by then.
+inline const functions* api() noexcept {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
+    static const functions linked{
+        &::PQstatus,           &::PQsocket,    &::PQsslInUse,      &::PQconsumeInput,
+        &::PQisBusy,           &::PQsendQuery, &::PQflush,         &::PQgetResult,
+        &::PQresultStatus,     &::PQclear,     &::PQisnonblocking, &::PQsetnonblocking,
+        &::PQtransactionStatus};
+    return &linked;
+#else
+    static const functions* const resolved = []() noexcept -> const functions* {
+        static functions found;
+        const bool ok =
+            loaded_library::resolve({"libsoci_postgresql", "libpq.so"}, [](void* scope) {
+                functions f;
+                if (!fill(f, scope)) {
+                    return false;
+                }
+                found = f;
+                return true;
+            });
+        return ok ? &found : nullptr;
+    }();
+    return resolved;
+#endif
+}
+
+/// What the connect error says when api() is nullptr.
+inline constexpr const char* unresolved =
+    "libpq's functions (PQstatus, PQsendQuery, ...) were not found in this process, so the "
+    "native checks cannot run (looked in the global scope, SOCI's libsoci_postgresql and "
+    "libpq.so*). Link libpq and soci_postgresql and define WARMPOOL_SOCI_POSTGRESQL=1, or "
+    "define WARMPOOL_SOCI_POSTGRESQL=0 for the portable fallback";
+
+inline PGconn* conn(soci::session& s) noexcept {
+    return static_cast<soci::postgresql_session_backend*>(s.get_backend())->conn_;
+}
+
+inline bool is_broken(soci::session& s) noexcept {
+    const functions* const pq = api();
+    PGconn* const c = conn(s);
+    return pq == nullptr || c == nullptr || pq->status(c) == CONNECTION_BAD;
+}
+
+inline bool in_transaction(soci::session& s) noexcept {
+    const functions* const pq = api();
+    PGconn* const c = conn(s);
+    return pq == nullptr || c == nullptr || pq->transaction_status(c) != PQTRANS_IDLE;
+}
+
+/// True when the bytes waiting on the socket hold an ErrorResponse. While a session is idle the
+/// server sends one only right before closing it (idle_session_timeout, pg_terminate_backend,
+/// shutdown), but libpq takes it for a notice and reports the death only once the end of the
+/// stream arrives, which can be milliseconds later than the check. So peek at the raw messages
+/// (type byte, then a big-endian length that counts itself). Not over TLS: the bytes are
+/// encrypted there, and the check falls back to waiting for the end of the stream.
+inline bool error_pending(const functions& pq, PGconn* c, int fd) noexcept {
+    if (pq.ssl_in_use(c) != 0) {
+        return false;
+    }
+    unsigned char buf[512];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+    std::size_t at = 0;
+    while (n > 0 && at < static_cast<std::size_t>(n)) {
+        if (buf[at] == 'E') {
+            return true;
+        }
+        if (at + 5 > static_cast<std::size_t>(n)) {
+            return false;
+        }
+        const std::size_t length = (std::size_t{buf[at + 1]} << 24) |
+                                   (std::size_t{buf[at + 2]} << 16) |
+                                   (std::size_t{buf[at + 3]} << 8) | std::size_t{buf[at + 4]};
+        if (length < 4) {
+            return false;
+        }
+        at += 1 + length;
+    }
+    return false;
+}
+
+inline bool peer_closed(soci::session& s) noexcept {
+    const functions* const pq = api();
+    PGconn* const c = conn(s);
+    if (pq == nullptr || c == nullptr || pq->status(c) == CONNECTION_BAD) {
+        return true;
+    }
+    const int fd = pq->socket(c);
+    if (fd < 0) {
+        return true;
+    }
+    // A FATAL message and the end of the stream may arrive apart: look a few times.
+    for (int round = 0; round < 3; ++round) {
+        const short revents = sock::now(fd);
+        if (revents == 0) {
+            return false;
+        }
+        if ((revents & sock::hangup_events) != 0 || error_pending(*pq, c, fd)) {
+            return true;
+        }
+        // Readable while idle: a NOTIFY or a ParameterStatus is not death; let libpq read it
+        // and judge. PQisBusy() makes it parse what arrived.
+        if (pq->consume_input(c) == 0) {
+            return true;
+        }
+        (void)pq->is_busy(c);
+        if (pq->status(c) == CONNECTION_BAD) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
+/// result was a success. The connection must be non-blocking already.
+inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
+                           steady::time_point deadline) noexcept {
+    const int fd = pq.socket(c);
+    if (pq.send_query(c, sql) == 0) {
+        return false;
+    }
+    for (;;) {
+        const int flushed = pq.flush(c);
+        if (flushed < 0) {
+            return false;
+        }
+        if (flushed == 0) {
+            break;
+        }
+        if (sock::until(fd, POLLOUT | POLLIN, deadline) == 0 || pq.consume_input(c) == 0) {
+            return false;
+        }
+    }
+    bool succeeded = true;
+    for (;;) {
+        while (pq.is_busy(c) != 0) {
+            if (sock::until(fd, POLLIN, deadline) == 0 || pq.consume_input(c) == 0) {
+                return false;
+            }
+        }
+        PGresult* const result = pq.get_result(c);
+        if (result == nullptr) {
+            break;
+        }
+        const ExecStatusType status = pq.result_status(result);
+        if (status != PGRES_EMPTY_QUERY && status != PGRES_COMMAND_OK &&
+            status != PGRES_TUPLES_OK) {
+            succeeded = false;
+        }
+        pq.clear(result);
+    }
+    return succeeded;
+}
+
+/// One statement, one round trip, bounded by `timeout`. On a timeout or a failure the
+/// connection may be mid-query: it is left non-blocking, so that PQfinish, when the pool closes
+/// it, does not block on a server that stopped reading.
+inline bool exec_bounded(soci::session& s, const char* sql,
+                         std::chrono::milliseconds timeout) noexcept {
+    const functions* const pq = api();
+    PGconn* const c = conn(s);
+    if (pq == nullptr || c == nullptr || pq->status(c) != CONNECTION_OK || pq->is_busy(c) != 0) {
+        return false;
+    }
+    const auto deadline = steady::now() + timeout;
+    const bool was_nonblocking = pq->is_nonblocking(c) != 0;
+    if (!was_nonblocking && pq->set_nonblocking(c, 1) != 0) {
+        return false;
+    }
+    if (!send_and_await(*pq, c, sql, deadline)) {
+        return false;
+    }
+    if (!was_nonblocking && pq->set_nonblocking(c, 0) != 0) {
+        return false;
+    }
+    return pq->status(c) == CONNECTION_OK;
+}
+
+/// The empty query: the cheapest round trip the server answers.
+inline bool ping(soci::session& s, std::chrono::milliseconds timeout) noexcept {
+    return exec_bounded(s, "", timeout);
+}
+
+/// True when no transaction is open afterwards.
+inline bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexcept {
+    return exec_bounded(s, "ROLLBACK", timeout) && !in_transaction(s);
+}
+
+/// DISCARD ALL: SET SESSION AUTHORIZATION DEFAULT and RESET ALL (so SET ROLE, search_path and
+/// every other SET), DEALLOCATE ALL (prepared statements: a soci::statement must not outlive
+/// its lease), CLOSE ALL, UNLISTEN *, pg_advisory_unlock_all(), DISCARD PLANS, TEMP and
+/// SEQUENCES. Parameters given at connect time (options='-c ...') are the defaults RESET ALL
+/// returns to, so they survive.
+inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept {
+    return exec_bounded(s, "DISCARD ALL", timeout) && !in_transaction(s);
+}
+
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
+/// libpq's complaint about a conninfo string, "" when it parses. Only where libpq is linked:
+/// soci_config's constructor runs before any session exists, so before a program that relies on
+/// SOCI's loader has libpq loaded.
+inline std::string parse_error(const std::string& conninfo) {
+    char* error = nullptr;
+    PQconninfoOption* const parsed = ::PQconninfoParse(conninfo.c_str(), &error);
+    if (parsed != nullptr) {
+        ::PQconninfoFree(parsed);
+        return {};
+    }
+    std::string why = error != nullptr ? error : "out of memory";
+    ::PQfreemem(error);
+    return why;
+}
+#endif
+
+#endif // WARMPOOL_SOCI_POSTGRESQL_NATIVE
+
+} // namespace soci_pg
+} // namespace detail
+} // namespace warmpool
+// ---- end warmpool/soci/postgresql.hpp ----
+// ---- begin warmpool/soci/sqlite3.hpp ----
+
+// The SOCI adapter's SQLite checks: libsqlite3 asked directly about the sqlite3 handle of a
+// session SOCI opened. Used by warmpool/soci.hpp; one header per backend so each backend's code,
+// its client-library functions and its compile-time switch sit together.
+//
+// WARMPOOL_SOCI_SQLITE3 picks how (the result is WARMPOOL_SOCI_SQLITE3_NATIVE):
+//   undefined  detect: when <soci/sqlite3/soci-sqlite3.h> and <sqlite3.h> are on the include
+//              path, the checks are compiled in and libsqlite3's functions are found at run time
+//              in the process, which has it loaded once SOCI opened an SQLite session (see
+//              warmpool/detail/loaded_library.hpp). NATIVE = 2. Without the headers NATIVE = 0,
+//              and soci_config refuses a "sqlite3://" connect string.
+//   =1         called directly: link sqlite3 and soci_sqlite3, whose static factory
+//              (soci::sqlite3) then opens the sessions. NATIVE = 1.
+//   =0         no native checks: the portable fallback documented in warmpool/soci.hpp.
+//
+// Everything runs in process; there is no server to hang, so no check waits on a socket:
+//   is_broken       the handle is there. peer_closed: false (no socket).
+//   in_transaction  sqlite3_get_autocommit, local.
+//   ping            SELECT 1.
+//   rollback        ROLLBACK; true when autocommit is back on.
+//   reset           drops every object of the temp schema (TEMP tables, views, triggers) and
+//                   detaches every ATTACHed database. PRAGMAs set on the connection (foreign_keys,
+//                   busy_timeout, cache_size, ...) and functions registered on the handle cannot
+//                   be reset generically and persist: set them in soci_config::on_connect, which
+//                   reset_on_release runs again after every reset, so a lease that changes one
+//                   hands the next lease the on_connect value, or the value it left for PRAGMAs
+//                   on_connect does not set.
 
 #include <soci/soci.h>
 
 #if defined(WARMPOOL_SOCI_SQLITE3)
-#include <soci/sqlite3/soci-sqlite3.h>
+#if (0 - WARMPOOL_SOCI_SQLITE3 - 1) == 1 // defined with no value: taken as =1
+#define WARMPOOL_SOCI_SQLITE3_NATIVE 1
+#elif WARMPOOL_SOCI_SQLITE3
+#define WARMPOOL_SOCI_SQLITE3_NATIVE 1
+#else
+#define WARMPOOL_SOCI_SQLITE3_NATIVE 0
 #endif
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-#include <soci/postgresql/soci-postgresql.h>
+#elif __has_include(<soci/sqlite3/soci-sqlite3.h>) && __has_include(<sqlite3.h>) &&               \
+    __has_include(<dlfcn.h>)
+#define WARMPOOL_SOCI_SQLITE3_NATIVE 2
+#else
+#define WARMPOOL_SOCI_SQLITE3_NATIVE 0
+#define WARMPOOL_DETAIL_SOCI_SQLITE3_MISSING 1
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-#include <soci/mysql/soci-mysql.h>
+
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+#include <soci/sqlite3/soci-sqlite3.h> // declares SQLite's API in namespace sqlite_api
+
+#include <string>
+#include <utility>
+#include <vector>
 #endif
-#if defined(WARMPOOL_SOCI_POSTGRESQL) || defined(WARMPOOL_SOCI_MYSQL)
-#include <cerrno>
-#include <climits>
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/types.h>
+
+#include <chrono>
+
+namespace warmpool {
+namespace detail {
+namespace soci_lite {
+
+#if defined(WARMPOOL_DETAIL_SOCI_SQLITE3_MISSING)
+/// Why the checks are not compiled in, for soci_config's error.
+inline constexpr const char* missing =
+#if !__has_include(<soci/sqlite3/soci-sqlite3.h>)
+    "SOCI's header <soci/sqlite3/soci-sqlite3.h> was not found (install SOCI's SQLite "
+    "backend; Debian: libsoci-dev)";
+#elif !__has_include(<sqlite3.h>)
+    "SQLite's header <sqlite3.h> was not found: add its directory to the include path "
+    "(`pkg-config --cflags sqlite3`; Debian: package libsqlite3-dev)";
+#else
+    "this platform has no <dlfcn.h> to find libsqlite3 at run time: define "
+    "WARMPOOL_SOCI_SQLITE3=1 and link sqlite3 and soci_sqlite3";
 #endif
+#endif
+
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+
+/// The SQLite functions the checks call: linked directly (=1) or found at run time.
+struct functions {
+    decltype(&sqlite_api::sqlite3_get_autocommit) get_autocommit = nullptr;
+    decltype(&sqlite_api::sqlite3_exec) exec = nullptr;
+};
+
+/// The table, or nullptr when SQLite's functions cannot be found in this process. Resolved
+/// once, on first use, which is always with an SQLite session open.
+inline const functions* api() noexcept {
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 1
+    static const functions linked{&sqlite_api::sqlite3_get_autocommit, &sqlite_api::sqlite3_exec};
+    return &linked;
+#else
+    static const functions* const resolved = []() noexcept -> const functions* {
+        static functions found;
+        const bool ok =
+            loaded_library::resolve({"libsoci_sqlite3", "libsqlite3.so"}, [](void* scope) {
+                void* const autocommit = loaded_library::find(scope, "sqlite3_get_autocommit");
+                void* const exec = loaded_library::find(scope, "sqlite3_exec");
+                if (autocommit == nullptr || exec == nullptr) {
+                    return false;
+                }
+                loaded_library::assign(found.get_autocommit, autocommit);
+                loaded_library::assign(found.exec, exec);
+                return true;
+            });
+        return ok ? &found : nullptr;
+    }();
+    return resolved;
+#endif
+}
+
+/// What the connect error says when api() is nullptr.
+inline constexpr const char* unresolved =
+    "SQLite's functions (sqlite3_get_autocommit, sqlite3_exec) were not found in this process, "
+    "so the native checks cannot run (looked in the global scope, SOCI's libsoci_sqlite3 and "
+    "libsqlite3.so*). Link sqlite3 and soci_sqlite3 and define WARMPOOL_SOCI_SQLITE3=1, or "
+    "define WARMPOOL_SOCI_SQLITE3=0 for the portable fallback";
+
+inline sqlite_api::sqlite3* handle(soci::session& s) noexcept {
+    return static_cast<soci::sqlite3_session_backend*>(s.get_backend())->conn_;
+}
+
+inline bool is_broken(soci::session& s) noexcept {
+    return api() == nullptr || handle(s) == nullptr;
+}
+
+inline bool in_transaction(soci::session& s) noexcept {
+    const functions* const lite = api();
+    sqlite_api::sqlite3* const db = handle(s);
+    return lite == nullptr || db == nullptr || lite->get_autocommit(db) == 0;
+}
+
+/// Runs `sql`; SQLITE_OK (0) or SQLite's error code.
+inline int exec(const functions& lite, sqlite_api::sqlite3* db, const char* sql) noexcept {
+    return lite.exec(db, sql, nullptr, nullptr, nullptr);
+}
+
+inline bool ping(soci::session& s, std::chrono::milliseconds) noexcept {
+    const functions* const lite = api();
+    sqlite_api::sqlite3* const db = handle(s);
+    return lite != nullptr && db != nullptr && exec(*lite, db, "SELECT 1") == 0;
+}
+
+/// In process, so there is nothing for `timeout` to bound. True when autocommit is back on:
+/// ROLLBACK fails with nothing open, and with statements still running it may leave the
+/// transaction open, which is what counts.
+inline bool rollback(soci::session& s, std::chrono::milliseconds) noexcept {
+    const functions* const lite = api();
+    sqlite_api::sqlite3* const db = handle(s);
+    if (lite == nullptr || db == nullptr) {
+        return false;
+    }
+    (void)exec(*lite, db, "ROLLBACK");
+    return lite->get_autocommit(db) != 0;
+}
+
+/// `name` as a quoted identifier.
+inline std::string quoted(const std::string& name) {
+    std::string out = "\"";
+    for (const char c : name) {
+        out += c;
+        if (c == '"') {
+            out += '"';
+        }
+    }
+    return out + "\"";
+}
+
+/// The temp schema emptied and attached databases detached (see the top of this file).
+inline bool reset(soci::session& s, std::chrono::milliseconds) noexcept {
+    const functions* const lite = api();
+    sqlite_api::sqlite3* const db = handle(s);
+    if (lite == nullptr || db == nullptr) {
+        return false;
+    }
+    try {
+        using rows = std::vector<std::pair<std::string, std::string>>;
+        // Triggers first (a TEMP trigger may sit on a main table), then views, then tables
+        // (their indexes and triggers go with them).
+        rows temp;
+        const auto collect = [](void* out, int columns, char** values, char**) -> int {
+            if (columns >= 2 && values[0] != nullptr && values[1] != nullptr) {
+                static_cast<rows*>(out)->emplace_back(values[0], values[1]);
+            }
+            return 0;
+        };
+        if (lite->exec(db,
+                       "SELECT type, name FROM sqlite_temp_master WHERE type IN "
+                       "('trigger', 'view', 'table') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                       "ORDER BY CASE type WHEN 'trigger' THEN 0 WHEN 'view' THEN 1 ELSE 2 END",
+                       collect, &temp, nullptr) != 0) {
+            return false;
+        }
+        for (const auto& [type, name] : temp) {
+            const std::string drop = "DROP " + type + " IF EXISTS temp." + quoted(name);
+            if (exec(*lite, db, drop.c_str()) != 0) {
+                return false;
+            }
+        }
+        // PRAGMA database_list: seq, name, file; main and temp stay.
+        rows attached;
+        const auto collect_attached = [](void* out, int columns, char** values, char**) -> int {
+            if (columns >= 3 && values[1] != nullptr) {
+                const std::string name = values[1];
+                if (name != "main" && name != "temp") {
+                    static_cast<rows*>(out)->emplace_back(name, "");
+                }
+            }
+            return 0;
+        };
+        if (lite->exec(db, "PRAGMA database_list", collect_attached, &attached, nullptr) != 0) {
+            return false;
+        }
+        for (const auto& entry : attached) {
+            const std::string detach = "DETACH DATABASE " + quoted(entry.first);
+            if (exec(*lite, db, detach.c_str()) != 0) {
+                return false;
+            }
+        }
+        return lite->get_autocommit(db) != 0;
+    } catch (...) {
+        return false;
+    }
+}
+
+#endif // WARMPOOL_SOCI_SQLITE3_NATIVE
+
+} // namespace soci_lite
+} // namespace detail
+} // namespace warmpool
+// ---- end warmpool/soci/sqlite3.hpp ----
+
+#include <soci/soci.h>
 
 #include <algorithm>
 #include <chrono>
@@ -1972,23 +3831,63 @@ inline std::string to_lower(std::string_view s) {
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <typeinfo>
 #include <utility>
 
 namespace warmpool {
 
-/// Where and how soci_traits connects: a SOCI backend, its parameters and a setup hook.
+namespace detail {
+namespace soci_impl {
+
+inline bool contains(const std::string& haystack, std::string_view needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+/// libpq names the word of a malformed conninfo that lacks its "=", and that word may be a
+/// piece of a password written unquoted (password=a b): such a message is replaced whole.
+inline bool names_a_bare_word(const std::string& text) {
+    return contains(text, "missing \"=\" after");
+}
+inline constexpr const char* bare_word_message =
+    "a word is not followed by \"=\" (not shown: it may be part of a password; quote values "
+    "that hold spaces: password='a b')";
+
+/// True when `type` (a std::type_info name) names soci::<name>_backend_factory, mangled
+/// (Itanium: "N4soci26postgresql_backend_factoryE") or not ("struct soci::…"). Naming a
+/// factory this way needs neither its backend's headers nor a link to its library.
+inline bool names_factory(std::string_view type, std::string_view name) {
+    const std::string wanted = std::string(name) + "_backend_factory";
+    const std::size_t at = type.find(wanted);
+    if (at == std::string_view::npos || at == 0 || type.find("soci") > at) {
+        return false;
+    }
+    const char before = type[at - 1];
+    const std::size_t end = at + wanted.size();
+    const bool whole_before = before == ':' || (before >= '0' && before <= '9');
+    const bool whole_after = end == type.size() || type[end] == 'E';
+    return whole_before && whole_after;
+}
+
+} // namespace soci_impl
+} // namespace detail
+
+/// Where and how soci_traits connects: a SOCI backend, its parameters and two hooks.
 ///
 ///   soci_config cfg = "postgresql://dbname=app user=app password=secret";
 ///   soci_config cfg{soci::postgresql, "dbname=app"};  // a backend factory (static linking)
 ///   cfg.on_connect = [](soci::session& s) { s << "set search_path to app"; };
 ///
 /// A malformed connect string throws std::invalid_argument from the constructor, so a pool
-/// built from it fails at once instead of after a retry loop.
+/// built from it fails at once instead of after a retry loop. So does one naming postgresql,
+/// mysql or sqlite3 whose native checks are not compiled in (see the top of this file).
 class soci_config {
 public:
     /// "backend://parameters", e.g. "postgresql://dbname=app", "mysql://db=app user=u",
     /// "sqlite3://db=app.db". For PostgreSQL the parameters may also be a URI without its
     /// scheme ("postgresql://user@host:5432/app"); "postgres://" is accepted for "postgresql://".
+    /// With WARMPOOL_SOCI_POSTGRESQL=1 libpq's own parser checks PostgreSQL parameters here;
+    /// otherwise libpq is not loaded yet, and it reports them at the first connect, which then
+    /// fails permanently.
     soci_config(std::string connect_string) { // NOLINT: implicit on purpose
         const std::size_t sep = connect_string.find("://");
         if (sep == std::string::npos) {
@@ -2020,6 +3919,7 @@ public:
                                         "no database; use \"sqlite3://db=FILE\" (or "
                                         "\"sqlite3://db=:memory:\")");
         }
+        require_native_checks();
         factory_ = static_factory(backend_);
         check_params();
     }
@@ -2028,22 +3928,32 @@ public:
         : soci_config(std::string(connect_string != nullptr ? connect_string : "")) {}
 
     /// A SOCI backend factory (soci::postgresql, soci::mysql, soci::sqlite3, or your own) and
-    /// its parameters; no dynamic loading. The backend is named in messages when it is one of
-    /// the three enabled by the WARMPOOL_SOCI_* macros, "soci" otherwise.
+    /// its parameters; no dynamic loading. SOCI's three are recognised by their type, and named
+    /// in messages; any other backend is named "soci" and gets the portable fallback unless its
+    /// sessions report one of the three names.
     soci_config(const soci::backend_factory& factory, std::string params)
         : backend_(backend_name_of(factory)), params_(std::move(params)), factory_(&factory) {
         if (params_.empty() && backend_ == "sqlite3") {
             throw std::invalid_argument("warmpool::soci_config: the sqlite3 parameters name no "
                                         "database; use \"db=FILE\" (or \"db=:memory:\")");
         }
+        require_native_checks();
         check_params();
     }
 
-    /// Runs on every new connection before the pool hands it out: SET statements, search_path,
-    /// PRAGMAs. If it throws, the connection is closed and the connect fails: permanently
-    /// (never retried), unless it threw warmpool::connect_error, whose transient() is kept, or a
-    /// SOCI error that shows the connection itself was lost (retried like any lost connect).
+    /// Runs on every new connection before the pool hands it out, and again after every reset
+    /// (options::reset_on_release): SET statements, search_path, PRAGMAs. If it throws, the
+    /// connection is closed and the connect fails: permanently (never retried), unless it threw
+    /// warmpool::connect_error, whose transient() is kept, or a SOCI error that shows the
+    /// connection itself was lost (retried like any lost connect). After a reset, a throw
+    /// closes the connection. Its statements are yours: no timeout of the pool bounds them.
     std::function<void(soci::session&)> on_connect;
+
+    /// Asked at every give-back about a session the pool is about to keep (after any rollback
+    /// and reset): return false to close it instead (close_reason::rejected_on_release), e.g.
+    /// when the lease changed session state you cannot undo. An exception counts as false.
+    /// Runs on the thread giving the lease back, outside the pool's lock; keep it cheap.
+    std::function<bool(soci::session&)> on_release;
 
     /// The backend name, as SOCI knows it ("postgresql", "mysql", "sqlite3", …).
     const std::string& backend() const noexcept { return backend_; }
@@ -2055,9 +3965,39 @@ public:
     const soci::backend_factory* factory() const noexcept { return factory_; }
 
 private:
+    [[noreturn]] static void refuse(const char* backend, const char* macro, const char* why) {
+        throw std::invalid_argument(
+            std::string("warmpool::soci_config: the connect string names ") + backend +
+            ", but the adapter's native checks for it are not compiled in: " + why +
+            ". Without them a connection the server closed can be handed out and a hung "
+            "server is not noticed. Fix that, or define " +
+            macro +
+            "=0 to accept the portable fallback (README: \"SOCI backends and the native "
+            "checks\")");
+    }
+
+    // The backend's native checks must be there unless the program opted out with =0.
+    void require_native_checks() const {
+#if defined(WARMPOOL_DETAIL_SOCI_POSTGRESQL_MISSING)
+        if (backend_ == "postgresql") {
+            refuse("postgresql", "WARMPOOL_SOCI_POSTGRESQL", detail::soci_pg::missing);
+        }
+#endif
+#if defined(WARMPOOL_DETAIL_SOCI_MYSQL_MISSING)
+        if (backend_ == "mysql") {
+            refuse("mysql", "WARMPOOL_SOCI_MYSQL", detail::soci_my::missing);
+        }
+#endif
+#if defined(WARMPOOL_DETAIL_SOCI_SQLITE3_MISSING)
+        if (backend_ == "sqlite3") {
+            refuse("sqlite3", "WARMPOOL_SOCI_SQLITE3", detail::soci_lite::missing);
+        }
+#endif
+    }
+
     // Syntax errors surface here, at pool construction, rather than as a connect failure.
     void check_params() const {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
         if (backend_ != "postgresql" || params_.empty()) {
             return;
         }
@@ -2065,21 +4005,13 @@ private:
         const std::string conninfo = keyword_form || params_.find("://") != std::string::npos
                                          ? params_
                                          : "postgresql://" + params_;
-        char* error = nullptr;
-        PQconninfoOption* const parsed = PQconninfoParse(conninfo.c_str(), &error);
-        if (parsed != nullptr) {
-            PQconninfoFree(parsed);
+        std::string why = detail::soci_pg::parse_error(conninfo);
+        if (why.empty()) {
             return;
         }
-        std::string why = error != nullptr ? error : "out of memory";
-        PQfreemem(error);
-        // libpq quotes the offending word, which may be a piece of a password written unquoted.
-        if (why.find("missing \"=\" after") != std::string::npos) {
-            why = "a word is not followed by \"=\" (not shown: it may be part of a password; "
-                  "quote values that hold spaces: password='a b')";
-        } else {
-            why = detail::soci_cs::scrub(why, params_, !keyword_form);
-        }
+        why = detail::soci_impl::names_a_bare_word(why)
+                  ? std::string(detail::soci_impl::bare_word_message)
+                  : detail::soci_cs::scrub(why, params_, !keyword_form);
         while (!why.empty() && detail::soci_cs::is_space(why.back())) {
             why.pop_back();
         }
@@ -2089,18 +4021,19 @@ private:
 #endif
     }
 
+    // With a backend linked directly (=1), its static factory; otherwise SOCI's loader.
     static const soci::backend_factory* static_factory(const std::string& backend) noexcept {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
         if (backend == "postgresql") {
             return &soci::postgresql;
         }
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 1
         if (backend == "mysql") {
             return &soci::mysql;
         }
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 1
         if (backend == "sqlite3") {
             return &soci::sqlite3;
         }
@@ -2110,22 +4043,12 @@ private:
     }
 
     static std::string backend_name_of(const soci::backend_factory& factory) {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        if (&factory == &soci::postgresql) {
-            return "postgresql";
+        const std::string_view type = typeid(factory).name();
+        for (const char* name : {"postgresql", "mysql", "sqlite3"}) {
+            if (detail::soci_impl::names_factory(type, name)) {
+                return name;
+            }
         }
-#endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        if (&factory == &soci::mysql) {
-            return "mysql";
-        }
-#endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        if (&factory == &soci::sqlite3) {
-            return "sqlite3";
-        }
-#endif
-        (void)factory;
         return "soci";
     }
 
@@ -2164,233 +4087,32 @@ inline backend_kind kind_of(soci::session& s) noexcept {
     return backend_kind::other;
 }
 
-using steady = std::chrono::steady_clock;
-
-#if defined(WARMPOOL_SOCI_POSTGRESQL) || defined(WARMPOOL_SOCI_MYSQL)
-/// Waits until `fd` shows one of `events` or the deadline passes. True when it showed.
-inline bool wait_socket(int fd, short events, steady::time_point deadline) noexcept {
-    if (fd < 0) {
-        return false;
-    }
-    for (;;) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - steady::now());
-        if (left.count() <= 0) {
-            return false;
-        }
-        pollfd p{fd, events, 0};
-        const int r = ::poll(&p, 1, static_cast<int>(std::min<long long>(left.count(), INT_MAX)));
-        if (r > 0) {
-            return true;
-        }
-        if (r == 0 || errno != EINTR) {
-            return false;
-        }
-    }
-}
-
-/// One zero-timeout poll for readability; returns the revents (0 when nothing is pending).
-inline short poll_now(int fd) noexcept {
-    short events = POLLIN;
-#if defined(POLLRDHUP)
-    events |= POLLRDHUP; // the peer shut its side: a server never does that to a live session
+/// For a session whose backend has native checks compiled in: why they cannot run (the client
+/// library's functions were not found in this process), or nullptr when they can.
+inline const char* unresolved(soci::session& s) noexcept {
+    switch (kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+    case backend_kind::postgresql:
+        return soci_pg::api() == nullptr ? soci_pg::unresolved : nullptr;
 #endif
-    pollfd p{fd, events, 0};
-    return ::poll(&p, 1, 0) > 0 ? p.revents : 0;
-}
-
-inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
-#if defined(POLLRDHUP)
-                                       | POLLRDHUP
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+    case backend_kind::mysql:
+        return soci_my::api() == nullptr ? soci_my::unresolved : nullptr;
 #endif
-    ;
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+    case backend_kind::sqlite3:
+        return soci_lite::api() == nullptr ? soci_lite::unresolved : nullptr;
 #endif
-
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-inline PGconn* pg(soci::session& s) noexcept {
-    return static_cast<soci::postgresql_session_backend*>(s.get_backend())->conn_;
+    default:
+        return nullptr;
+    }
 }
-
-/// True when the bytes waiting on the socket hold an ErrorResponse. While a session is idle the
-/// server sends one only right before closing it (idle_session_timeout, pg_terminate_backend,
-/// shutdown), but libpq takes it for a notice and reports the death only once the end of the
-/// stream arrives, which can be milliseconds later than the check. So peek at the raw messages
-/// (type byte, then a big-endian length that counts itself). Not over TLS: the bytes are
-/// encrypted there, and the check falls back to waiting for the end of the stream.
-inline bool pg_error_pending(PGconn* c, int fd) noexcept {
-    if (PQsslInUse(c) != 0) {
-        return false;
-    }
-    unsigned char buf[512];
-    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
-    std::size_t at = 0;
-    while (n > 0 && at < static_cast<std::size_t>(n)) {
-        if (buf[at] == 'E') {
-            return true;
-        }
-        if (at + 5 > static_cast<std::size_t>(n)) {
-            return false;
-        }
-        const std::size_t length = (std::size_t{buf[at + 1]} << 24) |
-                                   (std::size_t{buf[at + 2]} << 16) |
-                                   (std::size_t{buf[at + 3]} << 8) | std::size_t{buf[at + 4]};
-        if (length < 4) {
-            return false;
-        }
-        at += 1 + length;
-    }
-    return false;
-}
-
-inline bool pg_peer_closed(PGconn* c) noexcept {
-    if (c == nullptr || PQstatus(c) == CONNECTION_BAD) {
-        return true;
-    }
-    const int fd = PQsocket(c);
-    if (fd < 0) {
-        return true;
-    }
-    // A FATAL message and the end of the stream may arrive apart: look a few times.
-    for (int round = 0; round < 3; ++round) {
-        const short revents = poll_now(fd);
-        if (revents == 0) {
-            return false;
-        }
-        if ((revents & hangup_events) != 0 || pg_error_pending(c, fd)) {
-            return true;
-        }
-        // Readable while idle: a NOTIFY or a ParameterStatus is not death; let libpq read it
-        // and judge. PQisBusy() makes it parse what arrived.
-        if (PQconsumeInput(c) == 0) {
-            return true;
-        }
-        (void)PQisBusy(c);
-        if (PQstatus(c) == CONNECTION_BAD) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/// The empty query, sent and awaited without ever blocking past `deadline`.
-inline bool pg_ping_nonblocking(PGconn* c, steady::time_point deadline) noexcept {
-    const int fd = PQsocket(c);
-    if (PQsendQuery(c, "") == 0) {
-        return false;
-    }
-    for (;;) {
-        const int flushed = PQflush(c);
-        if (flushed < 0) {
-            return false;
-        }
-        if (flushed == 0) {
-            break;
-        }
-        if (!wait_socket(fd, POLLOUT | POLLIN, deadline) || PQconsumeInput(c) == 0) {
-            return false;
-        }
-    }
-    bool answered = true;
-    for (;;) {
-        while (PQisBusy(c) != 0) {
-            if (!wait_socket(fd, POLLIN, deadline) || PQconsumeInput(c) == 0) {
-                return false;
-            }
-        }
-        PGresult* const result = PQgetResult(c);
-        if (result == nullptr) {
-            break;
-        }
-        const ExecStatusType status = PQresultStatus(result);
-        if (status != PGRES_EMPTY_QUERY && status != PGRES_COMMAND_OK &&
-            status != PGRES_TUPLES_OK) {
-            answered = false;
-        }
-        PQclear(result);
-    }
-    return answered;
-}
-
-inline bool pg_ping(PGconn* c, std::chrono::milliseconds timeout) noexcept {
-    if (c == nullptr || PQstatus(c) != CONNECTION_OK || PQisBusy(c) != 0) {
-        return false;
-    }
-    const auto deadline = steady::now() + timeout;
-    const bool was_nonblocking = PQisnonblocking(c) != 0;
-    if (!was_nonblocking && PQsetnonblocking(c, 1) != 0) {
-        return false;
-    }
-    if (!pg_ping_nonblocking(c, deadline)) {
-        // Left non-blocking: the connection is about to be destroyed, and PQfinish must not
-        // block on a server that stopped answering.
-        return false;
-    }
-    if (!was_nonblocking && PQsetnonblocking(c, 0) != 0) {
-        return false;
-    }
-    return PQstatus(c) == CONNECTION_OK;
-}
-#endif
-
-#if defined(WARMPOOL_SOCI_MYSQL)
-inline MYSQL* my(soci::session& s) noexcept {
-    return static_cast<soci::mysql_session_backend*>(s.get_backend())->conn_;
-}
-
-inline bool my_peer_closed(MYSQL* c) noexcept {
-    if (c == nullptr) {
-        return true;
-    }
-    const int fd = static_cast<int>(mysql_get_socket(c));
-    if (fd < 0) {
-        return true;
-    }
-    const short revents = poll_now(fd);
-    if ((revents & hangup_events) != 0) {
-        return true;
-    }
-    // MySQL sends nothing unprompted to an idle session except the error packet that precedes
-    // a server-side close, so readable means closed. Over TLS a session ticket can arrive after
-    // the handshake and sit unread: there only a hang-up counts.
-    return (revents & POLLIN) != 0 && mysql_get_ssl_cipher(c) == nullptr;
-}
-
-/// "DO 0" sent, then its reply awaited with poll() so a stopped server cannot hold us past
-/// the deadline (mysql_ping would block for as long as read_timeout allows: by default forever).
-inline bool my_ping(MYSQL* c, std::chrono::milliseconds timeout) noexcept {
-    if (c == nullptr) {
-        return false;
-    }
-    const auto deadline = steady::now() + timeout;
-    const int fd = static_cast<int>(mysql_get_socket(c));
-    if (fd < 0) {
-        return false;
-    }
-    static constexpr char query[] = "DO 0";
-    if (mysql_send_query(c, query, sizeof query - 1) != 0) {
-        return false;
-    }
-    if (!wait_socket(fd, POLLIN, deadline)) {
-        return false; // the connection is mid-command now; the pool destroys it
-    }
-    return mysql_read_query_result(c) == 0;
-}
-#endif
-
-#if defined(WARMPOOL_SOCI_SQLITE3)
-inline sqlite_api::sqlite3* lite(soci::session& s) noexcept {
-    return static_cast<soci::sqlite3_session_backend*>(s.get_backend())->conn_;
-}
-#endif
 
 /// Why a connect failed, read from the backend's error text (and MySQL's error number).
 struct failure_class {
     bool transient = false;
     const char* hint = "check the connect string";
 };
-
-inline bool contains(const std::string& haystack, std::string_view needle) {
-    return haystack.find(needle) != std::string::npos;
-}
 
 inline failure_class classify(const std::string& backend, const std::string& text,
                               unsigned mysql_errno) {
@@ -2400,8 +4122,9 @@ inline failure_class classify(const std::string& backend, const std::string& tex
     }
     if (contains(t, "failed to find shared library for backend") ||
         contains(t, "failed to resolve dynamic symbol")) {
-        return {false, "SOCI has no such backend: check the name before \"://\", or install and "
-                       "link libsoci_<backend> and define WARMPOOL_SOCI_<BACKEND>"};
+        return {false, "SOCI has no such backend: check the name before \"://\", or install "
+                       "SOCI's backend library (libsoci_<backend>.so) where SOCI's loader finds "
+                       "it (its install directory, or LD_LIBRARY_PATH)"};
     }
     // A per-user limit is not the server's max_connections: say which knob it is. The MySQL
     // resource name is inserted verbatim even in translated messages.
@@ -2451,14 +4174,12 @@ inline failure_class classify(const std::string& backend, const std::string& tex
 }
 
 inline unsigned mysql_error_number(const std::exception& e) noexcept {
-#if defined(WARMPOOL_SOCI_MYSQL)
-    if (const auto* m = dynamic_cast<const soci::mysql_soci_error*>(&e)) {
-        return m->err_num_;
-    }
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+    return soci_my::error_number(e);
 #else
     (void)e;
-#endif
     return 0;
+#endif
 }
 
 /// The parameters handed to SOCI: the user's, plus a connect timeout where the backend takes
@@ -2497,7 +4218,9 @@ inline bool bare_uri(const soci_config& cfg) {
 } // namespace soci_impl
 } // namespace detail
 
-/// The warmpool traits for SOCI (see warmpool/traits.hpp for the contract).
+/// The warmpool traits for SOCI (see warmpool/traits.hpp for the contract, and the top of this
+/// file for what each member costs with and without native checks). Every member but connect
+/// and describe is noexcept.
 struct soci_traits {
     using connection = soci::session;
     using config = soci_config;
@@ -2505,8 +4228,9 @@ struct soci_traits {
     /// Opens a session and runs config.on_connect on it. Failures become connect_error:
     /// transient for too many connections, a server starting or stopping, a refused, timed-out
     /// or lost connection; permanent for everything else (bad credentials, unknown database or
-    /// backend, any SQLite error). `timeout` becomes PostgreSQL's and MySQL's connect_timeout
-    /// (whole seconds, at least 2) unless the connect string sets one.
+    /// backend, any SQLite error, a client library whose functions cannot be found). `timeout`
+    /// becomes PostgreSQL's and MySQL's connect_timeout (whole seconds, at least 2) unless the
+    /// connect string sets one.
     static std::unique_ptr<soci::session> connect(const soci_config& cfg,
                                                   std::chrono::milliseconds timeout) {
         namespace impl = detail::soci_impl;
@@ -2520,6 +4244,10 @@ struct soci_traits {
             }
         } catch (const std::exception& e) {
             throw failure(cfg, "cannot connect to ", e);
+        }
+        // The client library is loaded now: find its functions once, or fail for good.
+        if (const char* why = impl::unresolved(*session)) {
+            throw connect_error(describe(cfg) + ": " + why, false);
         }
         if (cfg.on_connect) {
             try {
@@ -2548,141 +4276,167 @@ struct soci_traits {
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        case impl::backend_kind::postgresql: {
-            PGconn* const c = impl::pg(s);
-            return c == nullptr || PQstatus(c) == CONNECTION_BAD;
-        }
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::is_broken(s);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        case impl::backend_kind::mysql: {
-            MYSQL* const c = impl::my(s);
-            return c == nullptr || static_cast<int>(mysql_get_socket(c)) < 0;
-        }
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::is_broken(s);
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
         case impl::backend_kind::sqlite3:
-            return impl::lite(s) == nullptr;
+            return detail::soci_lite::is_broken(s);
 #endif
         default:
             return false;
         }
     }
 
-    /// One zero-timeout poll() of the socket (PostgreSQL, MySQL); false for SQLite and for
-    /// backends without their WARMPOOL_SOCI_* macro.
+    /// At most one zero-timeout poll() of the socket; false for SQLite and in the fallback.
     static bool peer_closed(soci::session& s) noexcept {
         namespace impl = detail::soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
         case impl::backend_kind::postgresql:
-            return impl::pg_peer_closed(impl::pg(s));
+            return detail::soci_pg::peer_closed(s);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE
         case impl::backend_kind::mysql:
-            return impl::my_peer_closed(impl::my(s));
+            return detail::soci_my::peer_closed(s);
 #endif
         default:
             return false;
         }
     }
 
-    /// One round trip. Bounded by `timeout` for PostgreSQL and MySQL with their macros; see the
-    /// top of this file for the portable fallback, which is not.
+    /// One round trip bounded by `timeout`. In the fallback no round trip at all: true unless
+    /// SOCI knows the session is closed.
     static bool ping(soci::session& s, std::chrono::milliseconds timeout) noexcept {
         namespace impl = detail::soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
         case impl::backend_kind::postgresql:
-            return impl::pg_ping(impl::pg(s), timeout);
+            return detail::soci_pg::ping(s, timeout);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
+#if WARMPOOL_SOCI_MYSQL_NATIVE
         case impl::backend_kind::mysql:
-            return impl::my_ping(impl::my(s), timeout);
+            return detail::soci_my::ping(s, timeout);
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        case impl::backend_kind::sqlite3: {
-            sqlite_api::sqlite3* const db = impl::lite(s);
-            return db != nullptr &&
-                   sqlite_api::sqlite3_exec(db, "SELECT 1", nullptr, nullptr, nullptr) == SQLITE_OK;
-        }
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            return detail::soci_lite::ping(s, timeout);
 #endif
         default:
             (void)timeout;
-            return s.is_connected();
+            return true;
         }
     }
 
-    /// Local. True when a transaction is open, or when the backend cannot tell (no macro).
+    /// Local. True when a transaction is open, or when the backend cannot tell (fallback).
     static bool in_transaction(soci::session& s) noexcept {
         namespace impl = detail::soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        case impl::backend_kind::postgresql: {
-            PGconn* const c = impl::pg(s);
-            return c == nullptr || PQtransactionStatus(c) != PQTRANS_IDLE;
-        }
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::in_transaction(s);
 #endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        case impl::backend_kind::mysql: {
-            MYSQL* const c = impl::my(s);
-            return c == nullptr || (c->server_status & SERVER_STATUS_IN_TRANS) != 0;
-        }
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::in_transaction(s);
 #endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        case impl::backend_kind::sqlite3: {
-            sqlite_api::sqlite3* const db = impl::lite(s);
-            return db == nullptr || sqlite_api::sqlite3_get_autocommit(db) == 0;
-        }
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            return detail::soci_lite::in_transaction(s);
 #endif
         default:
             return true;
         }
     }
 
-    /// One round trip (ROLLBACK). True when no transaction is left open afterwards.
-    static bool rollback(soci::session& s) noexcept {
+    /// ROLLBACK, one round trip bounded by `timeout`; true when no transaction is left open.
+    /// In the fallback session::rollback(), which no timeout bounds.
+    static bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexcept {
         namespace impl = detail::soci_impl;
         const impl::backend_kind kind = impl::kind_of(s);
-        if (kind == impl::backend_kind::none) {
+        switch (kind) {
+        case impl::backend_kind::none:
+            return false;
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::rollback(s, timeout);
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::rollback(s, timeout);
+#endif
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            return detail::soci_lite::rollback(s, timeout);
+#endif
+        default:
+            (void)timeout;
+            return fallback_rollback(s, kind);
+        }
+    }
+
+    /// For options::reset_on_release: the backend's reset (PostgreSQL DISCARD ALL, MariaDB
+    /// mysql_reset_connection and the role, SQLite the temp schema and attached databases),
+    /// bounded by `timeout`, then config.on_connect again. False when either failed (the pool
+    /// closes the connection), and always in the fallback, where a reset cannot be bounded.
+    static bool reset(soci::session& s, const soci_config& cfg,
+                      std::chrono::milliseconds timeout) noexcept {
+        namespace impl = detail::soci_impl;
+        bool done = false;
+        switch (impl::kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            done = detail::soci_pg::reset(s, timeout);
+            break;
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            done = detail::soci_my::reset(s, timeout);
+            break;
+#endif
+#if WARMPOOL_SOCI_SQLITE3_NATIVE
+        case impl::backend_kind::sqlite3:
+            done = detail::soci_lite::reset(s, timeout);
+            break;
+#endif
+        default:
+            (void)timeout;
             return false;
         }
+        if (!done) {
+            return false;
+        }
+        if (!cfg.on_connect) {
+            return true;
+        }
         try {
-            s.rollback();
-        } catch (const std::exception& e) {
-            // Without native access the pool rolls back blindly, and SQLite, unlike the
-            // servers, refuses a ROLLBACK with nothing to roll back.
-            const bool nothing_open =
-                kind == impl::backend_kind::sqlite3 &&
-                impl::contains(detail::soci_cs::to_lower(e.what()), "no transaction is active");
-            if (!nothing_open) {
-                return false;
-            }
+            cfg.on_connect(s);
+            return true;
         } catch (...) {
             return false;
         }
-        switch (kind) {
-#if defined(WARMPOOL_SOCI_POSTGRESQL)
-        case impl::backend_kind::postgresql:
-#endif
-#if defined(WARMPOOL_SOCI_MYSQL)
-        case impl::backend_kind::mysql:
-#endif
-#if defined(WARMPOOL_SOCI_SQLITE3)
-        case impl::backend_kind::sqlite3:
-#endif
-#if defined(WARMPOOL_SOCI_POSTGRESQL) || defined(WARMPOOL_SOCI_MYSQL) ||                           \
-    defined(WARMPOOL_SOCI_SQLITE3)
-            return !in_transaction(s);
-#endif
-        default:
+    }
+
+    /// config.on_release's verdict (true without one); an exception counts as false.
+    static bool reusable(soci::session& s, const soci_config& cfg) noexcept {
+        if (!cfg.on_release) {
             return true;
+        }
+        try {
+            return cfg.on_release(s);
+        } catch (...) {
+            return false;
         }
     }
 
@@ -2694,6 +4448,9 @@ struct soci_traits {
 
 private:
     static std::string scrub(const soci_config& cfg, const std::string& text) {
+        if (detail::soci_impl::names_a_bare_word(text)) {
+            return detail::soci_impl::bare_word_message; // see names_a_bare_word
+        }
         const std::string scrubbed =
             detail::soci_cs::scrub(text, cfg.params(), detail::soci_impl::bare_uri(cfg));
         // One line: libpq's messages span several, with tabs.
@@ -2721,6 +4478,22 @@ private:
 
     static bool is_broken_or_closed(soci::session& s) noexcept {
         return is_broken(s) || peer_closed(s);
+    }
+
+    // The fallback's rollback: SOCI's, unbounded (see the top of this file).
+    static bool fallback_rollback(soci::session& s, detail::soci_impl::backend_kind kind) noexcept {
+        try {
+            s.rollback();
+            return true;
+        } catch (const std::exception& e) {
+            // Without native access the pool rolls back blindly, and SQLite, unlike the
+            // servers, refuses a ROLLBACK with nothing to roll back.
+            return kind == detail::soci_impl::backend_kind::sqlite3 &&
+                   detail::soci_impl::contains(detail::soci_cs::to_lower(e.what()),
+                                               "no transaction is active");
+        } catch (...) {
+            return false;
+        }
     }
 };
 
