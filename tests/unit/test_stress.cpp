@@ -97,7 +97,7 @@ void use(pool_t::lease& l, rng& r, tally& t) {
 
 void worker(pool_t& p, int index, int rounds, tally& t) {
     rng r{0xC0FFEEull + static_cast<std::uint64_t>(index)};
-    for (int i = 0; i < rounds; ++i) {
+    for (int i = 0; i < rounds && t.late == 0; ++i) { // one lost wakeup is enough to know
         try {
             switch (r.below(10)) {
             case 0: {
@@ -173,7 +173,7 @@ void stress(std::size_t max_size, warmpool::options::duration handoff_after, int
         // Close while the busiest part is still running: every thread must get out cleanly.
         while (t.leases.load() < static_cast<long>(threads) * rounds / 2 &&
                t.finished.load() < threads) {
-            std::this_thread::yield();
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
         }
         p.close();
         for (auto& w : workers) {
