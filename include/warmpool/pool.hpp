@@ -11,6 +11,7 @@
 #include <warmpool/traits.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <chrono>
 #include <condition_variable>
@@ -73,8 +74,7 @@ public:
         close();
         std::unique_ptr<std::thread> housekeeper;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
+            std::lock_guard<std::mutex> lock(mutex_); // close() noticed any fork
             housekeeper = std::move(housekeeper_);
         }
         if (housekeeper && housekeeper->joinable()) {
@@ -128,10 +128,13 @@ public:
     void housekeep() noexcept {
         std::vector<std::unique_ptr<slot>> doomed;
         std::vector<event> leaks;
+        std::uint64_t forks = 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             notice_fork_locked();
+            forks = take_forks_locked();
             if (closed_) {
+                announce(forks);
                 return;
             }
             const auto now = detail::cheap_now<Clock>();
@@ -155,6 +158,7 @@ public:
                 doomed.push_back(remove_locked(s));
             }
         }
+        announce(forks);
         flush(leaks);
         destroy(std::move(doomed));
         top_up(/*rethrow=*/false);
@@ -165,11 +169,13 @@ public:
     void close() noexcept {
         std::vector<std::unique_ptr<slot>> doomed;
         std::unique_ptr<std::thread> housekeeper;
+        std::uint64_t forks = 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             const bool was_open = !closed_;
             closed_ = true; // first: a child closing its inherited pool starts no housekeeper
             notice_fork_locked();
+            forks = take_forks_locked();
             if (was_open) {
                 for (slot* s : idle_) {
                     s->close_why = close_reason::pool_closed;
@@ -190,6 +196,7 @@ public:
         if (housekeeper) {
             housekeeper->join();
         }
+        announce(forks);
         destroy(std::move(doomed));
     }
 
@@ -317,7 +324,12 @@ private:
     // frozen while the monotonic clock stood still (a paused VM, a suspended laptop) still shows
     // its real idle time on the wall clock, and a wall clock stepped backwards still leaves the
     // monotonic one. A wall-clock step can only cause a ping, never a close.
+    // A wall clock now behind the last use stepped back (during the idle time or the lease):
+    // it can no longer show a freeze, so the connection counts as idle long enough for a ping.
     static ms suspect_idle(const slot& s, time_point now, wall_time_point wall) noexcept {
+        if (wall < s.last_used_wall) {
+            return options::forever;
+        }
         const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
         return std::max(idle_since(s, now), walled);
     }
@@ -328,6 +340,12 @@ private:
         deadline dl{timeout};
         std::unique_lock<std::mutex> lock(mutex_);
         notice_fork_locked();
+        if (unannounced_forks_ > 0) { // rare: announced at once, whatever this call ends in
+            const auto forks = take_forks_locked();
+            lock.unlock();
+            announce(forks);
+            lock.lock();
+        }
         if (opts_.leak_threshold.count() > 0) {
             std::vector<event> leaks;
             scan_leaks_locked(detail::cheap_now<Clock>(), leaks);
@@ -362,15 +380,8 @@ private:
             s->idle = false;
             ++stats_.acquired;
         }
-        const bool fork_event = pending_fork_event_;
-        pending_fork_event_ = false;
         lock.unlock();
-        if (fork_event) {
-            emit({event_type::forked, 0, close_reason::none, {}, {}});
-        }
 
-        // try_acquire() never waits, so it never backs off to retry either.
-        const unsigned attempts = may_wait ? opts_.connect_attempts : 1;
         if (s != nullptr) {
             const close_reason bad = check(*s, now, dl);
             if (bad == close_reason::none) {
@@ -380,27 +391,37 @@ private:
             // The caller never sees a dead connection: close it and connect a replacement
             // with the same unit of capacity, so no one queued behind can take it.
             discard_and_reconnect(s, bad);
-            // No call starts after the deadline: a ping that ran past it leaves no time to
-            // connect, so acquire() overruns its timeout by one ping or one connect, never both.
-            if (dl.started && Clock::now() > dl.at) {
-                release_capacity();
-                std::string message;
-                {
-                    std::lock_guard<std::mutex> lock(mutex_);
-                    ++stats_.timeouts;
-                    message = timeout_message_locked(dl.timeout);
-                }
-                throw acquire_timeout(message +
-                                      " The idle connection failed its check after the "
-                                      "deadline had passed, so no replacement was "
-                                      "opened; validation_timeout (" +
-                                      std::to_string(opts_.validation_timeout.count()) +
-                                      " ms) should be well below the acquire timeout.");
+            if (may_wait) {
+                give_up_if_late(dl, " The idle connection failed its check after the deadline "
+                                    "had passed, so no replacement was opened; keep "
+                                    "validation_timeout (" +
+                                        std::to_string(opts_.validation_timeout.count()) +
+                                        " ms) well below the acquire timeout.");
             }
+        } else if (waited) {
+            give_up_if_late(dl, " Room to connect came free only after the deadline.");
         }
-        slot* fresh = connect_with_retry(dl, attempts);
+        // try_acquire() never waits, so it never backs off to retry either: one attempt.
+        slot* fresh = connect_with_retry(dl, may_wait ? opts_.connect_attempts : 1);
         acquired(*fresh, dl, waited);
         return lease(this, fresh);
+    }
+
+    // No ping or connect starts after the deadline: so acquire() overruns its timeout by the one
+    // call under way at the deadline, never by two. Called holding a unit of capacity for a
+    // connect, which it gives back before throwing.
+    void give_up_if_late(deadline& dl, const std::string& why) {
+        if (!dl.started || Clock::now() <= dl.at) {
+            return;
+        }
+        release_capacity();
+        std::string message;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            ++stats_.timeouts;
+            message = timeout_message_locked(dl.timeout);
+        }
+        throw acquire_timeout(message + why);
     }
 
     // Blocks until this caller is handed a connection (returned), is granted capacity to connect
@@ -533,6 +554,10 @@ private:
         std::string last_error;
         unsigned attempts = 0;
         const auto until = dl.get();
+        if (closed_) { // close() ran while this caller pinged, or since it was granted room
+            release_capacity();
+            throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
+        }
         for (;;) {
             ++attempts;
             bool transient = false;
@@ -589,36 +614,36 @@ private:
         fresh->conn = std::move(conn);
         const auto now = detail::cheap_now<Clock>();
         slot* s = fresh.get();
-        bool closed_meanwhile = false;
+        std::unique_ptr<slot> doomed; // opened while close() ran: counted, then closed
         {
             std::lock_guard<std::mutex> lock(mutex_);
             --connecting_;
+            s->id = ++last_id_;
+            s->fork_epoch = fork_epoch_;
+            s->expires = expiry_locked(now);
+            s->last_used = now;
+            s->last_used_wall = detail::cheap_now<wall_clock>();
+            s->leased_at = now;
+            s->leased_at_wall = s->last_used_wall;
+            s->index = all_.size();
+            all_.push_back(std::move(fresh));
+            ++stats_.created;
             if (closed_) {
-                closed_meanwhile = true;
-                wake_next_for_capacity_locked();
+                s->close_why = close_reason::pool_closed;
+                doomed = remove_locked(s);
             } else {
-                s->id = ++last_id_;
-                s->fork_epoch = fork_epoch_;
-                s->expires = expiry_locked(now);
-                s->last_used = now;
-                s->last_used_wall = detail::cheap_now<wall_clock>();
-                s->leased_at = now;
-                s->leased_at_wall = s->last_used_wall;
-                s->index = all_.size();
-                all_.push_back(std::move(fresh));
-                ++stats_.created;
                 ++stats_.acquired;
             }
-        }
-        if (closed_meanwhile) {
-            fresh.reset(); // the connection closes outside the lock
-            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
         }
         emit({event_type::connected,
               s->id,
               close_reason::none,
               micros(Clock::now() - dl.start),
               {}});
+        if (doomed) {
+            destroy_one(std::move(doomed)); // outside the lock, like every close
+            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
+        }
         return s;
     }
 
@@ -681,47 +706,40 @@ private:
         // A lease held across fork() and given back in the child: the connection is the
         // parent's. Nothing is sent on it, counted or reported; the slot is freed.
         if (s->fork_epoch != fork_epoch_seen()) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
-            forget_inherited_locked(s);
+            std::uint64_t forks = 0;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                notice_fork_locked();
+                forget_inherited_locked(s);
+                forks = take_forks_locked();
+            }
+            announce(forks);
             return;
         }
         close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        if (why == close_reason::none && closed_.load(std::memory_order_relaxed)) {
+            why = close_reason::pool_closed; // about to close: no rollback or reset to send
+        }
         const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
+        std::uint64_t forks = 0;
+        bool forgotten = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             notice_fork_locked();
+            forks = take_forks_locked();
             if (s->fork_epoch != fork_epoch_) { // the fork happened while tidying
                 forget_inherited_locked(s);
-                return;
-            }
-            const auto now = detail::cheap_now<Clock>();
-            held = micros(now - s->leased_at);
-            leak_returned = s->leak_reported;
-            s->leak_reported = false;
-            stats_.rollbacks += work.rolled_back ? 1 : 0;
-            stats_.resets += work.reset ? 1 : 0;
-            if (why == close_reason::none && closed_) {
-                why = close_reason::pool_closed;
-            } else if (why == close_reason::none && now >= s->expires) {
-                why = close_reason::max_lifetime;
-            }
-            if (why != close_reason::none) {
-                s->close_why = why;
-                doomed = remove_locked(s);
+                forgotten = true;
             } else {
-                s->last_used = now;
-                // The wall clock read at checkout plus the monotonic time held saves a clock
-                // read. A freeze during the lease can only make the next idle time look
-                // longer than it is: one ping more, never a dead connection missed.
-                s->last_used_wall =
-                    s->leased_at_wall +
-                    std::chrono::duration_cast<typename wall_clock::duration>(now - s->leased_at);
-                hand_over_locked(s, now);
+                settle_locked(s, why, work, held, leak_returned, doomed);
             }
+        }
+        announce(forks);
+        if (forgotten) {
+            return;
         }
         if (opts_.on_event) {
             if (work.rolled_back) {
@@ -742,6 +760,38 @@ private:
         bool rolled_back = false;
         bool reset = false;
     };
+
+    // Under the lock, the bookkeeping of a give-back: counts, then pools the connection (or
+    // hands it to a waiter) or takes it out to be closed.
+    void settle_locked(slot* s, close_reason& why, const release_work& work,
+                       std::chrono::microseconds& held, bool& leak_returned,
+                       std::unique_ptr<slot>& doomed) {
+        const auto now = detail::cheap_now<Clock>();
+        held = micros(now - s->leased_at);
+        leak_returned = s->leak_reported;
+        s->leak_reported = false;
+        stats_.rollbacks += work.rolled_back ? 1 : 0;
+        stats_.resets += work.reset ? 1 : 0;
+        if (why == close_reason::none && closed_) {
+            why = close_reason::pool_closed;
+        } else if (why == close_reason::none && now >= s->expires) {
+            why = close_reason::max_lifetime;
+        }
+        if (why != close_reason::none) {
+            s->close_why = why;
+            doomed = remove_locked(s);
+            return;
+        }
+        s->last_used = now;
+        // The wall clock read at checkout plus the monotonic time held saves a clock read. A
+        // freeze during the lease can only make the next idle time look longer than it is (one
+        // ping more); a wall clock stepped back during it shows at the next checkout as a wall
+        // clock behind this value, which forces a ping too (suspect_idle).
+        s->last_used_wall =
+            s->leased_at_wall +
+            std::chrono::duration_cast<typename wall_clock::duration>(now - s->leased_at);
+        hand_over_locked(s, now);
+    }
 
     // Outside the lock, on a connection given back: what must happen before anyone else may use
     // it. Sets `why` when it must be closed instead. Each step is bounded by validation_timeout,
@@ -926,7 +976,7 @@ private:
         if (opts_.background_housekeeping && !closed_) {
             housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
         }
-        pending_fork_event_ = true;
+        ++unannounced_forks_;
     }
 
     void scan_leaks_locked(time_point now, std::vector<event>& out) {
@@ -956,17 +1006,22 @@ private:
 
     void top_up(bool rethrow) {
         for (;;) {
+            bool more = false;
+            std::uint64_t forks = 0;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 notice_fork_locked();
-                if (closed_ && rethrow) {
-                    throw pool_closed("warmpool: warm_up on a closed pool (" + target_ + ")");
-                }
-                if (closed_ || all_.size() + connecting_ >= opts_.min_idle ||
-                    capacity_used_locked() >= opts_.max_size) {
-                    return;
-                }
-                ++connecting_;
+                forks = take_forks_locked();
+                more = !closed_ && all_.size() + connecting_ < opts_.min_idle &&
+                       capacity_used_locked() < opts_.max_size;
+                connecting_ += more ? 1 : 0;
+            }
+            announce(forks);
+            if (closed_ && rethrow) {
+                throw pool_closed("warmpool: warm_up on a closed pool (" + target_ + ")");
+            }
+            if (!more) {
+                return;
             }
             deadline dl{opts_.acquire_timeout};
             slot* s = nullptr;
@@ -984,6 +1039,7 @@ private:
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 notice_fork_locked();
+                forks = take_forks_locked();
                 --stats_.acquired;
                 if (s->fork_epoch != fork_epoch_) {
                     forget_inherited_locked(s); // forked while connecting: the parent's
@@ -994,6 +1050,7 @@ private:
                     hand_over_locked(s, detail::cheap_now<Clock>());
                 }
             }
+            announce(forks);
             destroy_one(std::move(doomed)); // the next round sees closed_ and stops
         }
     }
@@ -1002,6 +1059,16 @@ private:
     void count(F&& f) noexcept {
         std::lock_guard<std::mutex> lock(mutex_);
         f(stats_);
+    }
+
+    // Forks noticed under the lock are announced (event_type::forked) once it is released, by
+    // whichever call noticed them: one event per fork, as pool_stats::forks counts them.
+    std::uint64_t take_forks_locked() noexcept { return std::exchange(unannounced_forks_, 0); }
+
+    void announce(std::uint64_t forks) const noexcept {
+        for (; forks > 0; --forks) {
+            emit({event_type::forked, 0, close_reason::none, {}, {}});
+        }
     }
 
     void emit(const event& e) const noexcept {
@@ -1086,8 +1153,10 @@ private:
     std::deque<waiter*> waiters_;            // first come, first served
     std::size_t connecting_ = 0;             // capacity held by connects in progress
     std::size_t closing_ = 0;                // capacity held by closes in progress
-    bool closed_ = false;
-    bool pending_fork_event_ = false;
+    // Written under the lock; give_back() also reads it without, to skip the rollback and reset
+    // of a connection it is about to close anyway.
+    std::atomic<bool> closed_{false};
+    std::uint64_t unannounced_forks_ = 0; // noticed, forked event not yet sent
     std::uint64_t last_id_ = 0;
     std::uint64_t fork_epoch_ = 0;
     std::string last_connect_error_;

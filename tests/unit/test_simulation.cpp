@@ -305,12 +305,16 @@ std::string describe(const warmpool::options& o) {
 
 // --- one run of a schedule ---------------------------------------------------------------------
 
-/// Core defects found by this simulation and reported, not yet fixed: their checks are skipped
+/// Documented limits of the core that this simulation can reach: their checks are skipped
 /// unless WARMPOOL_SIM_STRICT names them (a comma-separated list of tags) or is 1 (all of them).
-/// Remove a tag once its fix lands.
+///   wall_step_hides_freeze  give-back derives the wall-clock time of the last use from the
+///       checkout's reading plus the monotonic time held (one clock read less per cycle), so a
+///       wall clock stepped back during a lease and a freeze of about the same length while idle
+///       cancel out (README, "What happens on acquire and give-back"). A freeze shorter than the
+///       step still forces a ping (the wall clock is then behind the last use), and one longer
+///       by validation_window is noticed as usual.
 bool tolerated(const std::string& invariant) {
-    static const char* const known[] = {"forked_event", "try_acquire_timeout", "uncounted_close",
-                                        "connect_after_close", "wall_step_hides_freeze"};
+    static const char* const known[] = {"wall_step_hides_freeze"};
     if (std::find(std::begin(known), std::end(known), invariant) == std::end(known)) {
         return false;
     }
