@@ -23,8 +23,13 @@ struct options {
     /// About 100 years: longer durations are clamped to it. Far from any clock's overflow.
     static constexpr duration forever{3'155'760'000'000};
 
-    /// Upper bound on open connections, in use and idle together. Must be >= 1.
+    /// Upper bound on open connections, in use and idle together. 1 to options::max_max_size.
     std::size_t max_size = 10;
+
+    /// The largest max_size accepted: far above any server's connection limit, so a larger value
+    /// is a mistake (an unsigned underflow, a unit mix-up), and the pool reserves its bookkeeping
+    /// for max_size connections up front.
+    static constexpr std::size_t max_max_size = 100'000;
 
     /// Connections housekeeping keeps open even when idle; warm_up() opens them at once.
     /// Must be <= max_size.
@@ -136,6 +141,11 @@ struct options {
         };
         if (max_size == 0) {
             fail("max_size", "is 0; a pool needs at least one connection");
+        }
+        if (max_size > max_max_size) {
+            fail("max_size", "is " + std::to_string(max_size) + "; more than " +
+                                 std::to_string(max_max_size) +
+                                 " connections from one pool is beyond any server's limit");
         }
         if (min_idle > max_size) {
             fail("min_idle", "is " + std::to_string(min_idle) + ", more than max_size (" +

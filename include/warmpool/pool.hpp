@@ -68,13 +68,19 @@ public:
         }
     }
 
-    /// Closes the pool and waits for the housekeeping thread. Every lease must have been given
-    /// back before. Must not run on the pool's own housekeeping thread (from on_event).
+    /// Closes the pool, waits until every caller it woke has left acquire(), and waits for the
+    /// housekeeping thread. Every lease must have been given back before. Must not run on the
+    /// pool's own housekeeping thread (from on_event).
     ~basic_pool() {
         close();
         std::unique_ptr<std::thread> housekeeper;
         {
-            std::lock_guard<std::mutex> lock(mutex_); // close() noticed any fork
+            // close() noticed any fork, and woke every waiter with pool_closed: each takes itself
+            // off waiters_ under the lock on its way out, and the last one wakes us.
+            std::unique_lock<std::mutex> lock(mutex_);
+            while (!waiters_.empty()) {
+                wakeup_.wait(lock);
+            }
             housekeeper = std::move(housekeeper_);
         }
         if (housekeeper && housekeeper->joinable()) {
@@ -202,14 +208,24 @@ public:
 
     /// A consistent snapshot of gauges and counters.
     [[nodiscard]] pool_stats stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        pool_stats s = stats_;
-        s.open = all_.size();
-        s.idle = idle_.size();
-        s.in_use = all_.size() - idle_.size();
-        s.waiting = waiters_.size();
-        s.connecting = connecting_;
-        s.max_size = opts_.max_size;
+        pool_stats s;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            // In a child after fork(), every call shows the child's pool, this one included:
+            // forgetting the parent's connections is bookkeeping, not an observable change.
+            auto* self = const_cast<basic_pool*>(this);
+            self->notice_fork_locked();
+            forks = self->take_forks_locked();
+            s = stats_;
+            s.open = all_.size();
+            s.idle = idle_.size();
+            s.in_use = all_.size() - idle_.size();
+            s.waiting = waiters_.size();
+            s.connecting = connecting_;
+            s.max_size = opts_.max_size;
+        }
+        announce(forks);
         return s;
     }
 
@@ -473,6 +489,9 @@ private:
         const auto it = std::find(waiters_.begin(), waiters_.end(), w);
         if (it != waiters_.end()) {
             waiters_.erase(it);
+        }
+        if (closed_ && waiters_.empty()) {
+            wakeup_.notify_all(); // the destructor waits for the last woken waiter to leave
         }
     }
 

@@ -34,6 +34,11 @@
 //     =0         left out: the portable fallback below, chosen knowingly.
 //   WARMPOOL_SOCI_<BACKEND>_NATIVE tells the outcome: 1 linked, 2 found at run time, 0 none.
 //
+// One program, one mode: the outcome for each backend is part of the adapter's names (inline
+// namespaces), so translation units compiled with different include paths or macros link to
+// different code, each keeping what it was compiled with, and a pool passed between them fails
+// to link instead of silently taking either behaviour.
+//
 // Failing early instead of degrading silently: a soci_config naming postgresql, mysql or sqlite3
 // whose checks are not compiled in (headers not found, macro not =0) throws
 // std::invalid_argument from its constructor, saying which header is missing and what to do. A
@@ -101,9 +106,21 @@
 #include <typeinfo>
 #include <utility>
 
-namespace warmpool {
+// The modes of the three backends are part of every name below (an inline namespace such as
+// soci_mode_2_2_2, invisible in source). Two translation units that found different headers
+// then use different functions and types instead of breaking the one-definition rule, where the
+// linker would silently keep one of them for the whole program.
+#define WARMPOOL_DETAIL_SOCI_MODE                                                                  \
+    WARMPOOL_DETAIL_CAT(                                                                           \
+        WARMPOOL_DETAIL_CAT(WARMPOOL_DETAIL_CAT(soci_mode_, WARMPOOL_SOCI_POSTGRESQL_NATIVE),      \
+                            WARMPOOL_DETAIL_CAT(_, WARMPOOL_SOCI_MYSQL_NATIVE)),                   \
+        WARMPOOL_DETAIL_CAT(_, WARMPOOL_SOCI_SQLITE3_NATIVE))
 
-namespace detail {
+namespace warmpool {
+inline namespace WARMPOOL_DETAIL_SOCI_MODE {
+
+// Implementation details of the adapter. Not inside a namespace named detail: one here would
+// hide warmpool::detail, where the shared helpers (soci_cs, soci_pg, …) live.
 namespace soci_impl {
 
 inline bool contains(const std::string& haystack, std::string_view needle) {
@@ -136,7 +153,6 @@ inline bool names_factory(std::string_view type, std::string_view name) {
 }
 
 } // namespace soci_impl
-} // namespace detail
 
 /// Where and how soci_traits connects: a SOCI backend, its parameters and two hooks.
 ///
@@ -276,8 +292,8 @@ private:
         if (why.empty()) {
             return;
         }
-        why = detail::soci_impl::names_a_bare_word(why)
-                  ? std::string(detail::soci_impl::bare_word_message)
+        why = soci_impl::names_a_bare_word(why)
+                  ? std::string(soci_impl::bare_word_message)
                   : detail::soci_cs::scrub(why, params_, !keyword_form);
         while (!why.empty() && detail::soci_cs::is_space(why.back())) {
             why.pop_back();
@@ -312,7 +328,7 @@ private:
     static std::string backend_name_of(const soci::backend_factory& factory) {
         const std::string_view type = typeid(factory).name();
         for (const char* name : {"postgresql", "mysql", "sqlite3"}) {
-            if (detail::soci_impl::names_factory(type, name)) {
+            if (soci_impl::names_factory(type, name)) {
                 return name;
             }
         }
@@ -324,7 +340,6 @@ private:
     const soci::backend_factory* factory_ = nullptr;
 };
 
-namespace detail {
 namespace soci_impl {
 
 enum class backend_kind { none, other, sqlite3, postgresql, mysql };
@@ -360,15 +375,15 @@ inline const char* unresolved(soci::session& s) noexcept {
     switch (kind_of(s)) {
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE
     case backend_kind::postgresql:
-        return soci_pg::api() == nullptr ? soci_pg::unresolved : nullptr;
+        return detail::soci_pg::api() == nullptr ? detail::soci_pg::unresolved : nullptr;
 #endif
 #if WARMPOOL_SOCI_MYSQL_NATIVE
     case backend_kind::mysql:
-        return soci_my::api() == nullptr ? soci_my::unresolved : nullptr;
+        return detail::soci_my::api() == nullptr ? detail::soci_my::unresolved : nullptr;
 #endif
 #if WARMPOOL_SOCI_SQLITE3_NATIVE
     case backend_kind::sqlite3:
-        return soci_lite::api() == nullptr ? soci_lite::unresolved : nullptr;
+        return detail::soci_lite::api() == nullptr ? detail::soci_lite::unresolved : nullptr;
 #endif
     default:
         return nullptr;
@@ -383,7 +398,7 @@ struct failure_class {
 
 inline failure_class classify(const std::string& backend, const std::string& text,
                               unsigned mysql_errno) {
-    const std::string t = soci_cs::to_lower(text);
+    const std::string t = detail::soci_cs::to_lower(text);
     if (backend == "sqlite3") {
         return {false, "check the db= path: its directory must exist and be writable"};
     }
@@ -418,8 +433,11 @@ inline failure_class classify(const std::string& backend, const std::string& tex
         contains(t, "server has gone away") || contains(t, "server closed the connection") ||
         contains(t, "connection reset") || contains(t, "no route to host") ||
         contains(t, "network is unreachable") ||
-        contains(t, "temporary failure in name resolution")) {
-        return {true, "is the server running and reachable at this host and port?"};
+        contains(t, "temporary failure in name resolution") ||
+        // A Unix-domain socket whose server is down or restarting has no socket file: libpq
+        // says "No such file or directory ... Is the server running locally ...".
+        contains(t, "is the server running")) {
+        return {true, "is the server running and reachable at this host and port (or socket)?"};
     }
     if (contains(t, "password authentication failed") || contains(t, "access denied") ||
         contains(t, "authentication failed") || contains(t, "no password supplied") ||
@@ -442,7 +460,7 @@ inline failure_class classify(const std::string& backend, const std::string& tex
 
 inline unsigned mysql_error_number(const std::exception& e) noexcept {
 #if WARMPOOL_SOCI_MYSQL_NATIVE
-    return soci_my::error_number(e);
+    return detail::soci_my::error_number(e);
 #else
     (void)e;
     return 0;
@@ -453,14 +471,18 @@ inline unsigned mysql_error_number(const std::exception& e) noexcept {
 /// one and the user set none, plus a scheme for a bare PostgreSQL URI.
 inline std::string effective_params(const soci_config& cfg, std::chrono::milliseconds timeout) {
     std::string p = cfg.params();
-    // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there.
-    const long long seconds = std::max<long long>(2, (timeout.count() + 999) / 1000);
+    // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there. The ceiling, about
+    // 24 days, keeps "no limit" (options::forever) within what libpq and MariaDB parse (an int)
+    // and within any conversion of theirs to milliseconds.
+    constexpr long long most = 2'147'483;
+    const long long seconds =
+        std::clamp<long long>(timeout.count() / 1000 + (timeout.count() % 1000 != 0), 2, most);
     if (cfg.backend() == "postgresql") {
-        const bool keyword_form = p.empty() || soci_cs::starts_with_keyword(p);
+        const bool keyword_form = p.empty() || detail::soci_cs::starts_with_keyword(p);
         if (!keyword_form && p.rfind("postgresql://", 0) != 0 && p.rfind("postgres://", 0) != 0) {
             p = "postgresql://" + p;
         }
-        if (!soci_cs::has_keyword(p, "connect_timeout")) {
+        if (!detail::soci_cs::has_keyword(p, "connect_timeout")) {
             if (keyword_form) {
                 p += (p.empty() ? "" : " ") + std::string("connect_timeout=") +
                      std::to_string(seconds);
@@ -470,7 +492,7 @@ inline std::string effective_params(const soci_config& cfg, std::chrono::millise
             }
         }
     } else if (cfg.backend() == "mysql") {
-        if (!soci_cs::has_keyword(p, "connect_timeout")) {
+        if (!detail::soci_cs::has_keyword(p, "connect_timeout")) {
             p += (p.empty() ? "" : " ") + std::string("connect_timeout=") + std::to_string(seconds);
         }
     }
@@ -479,11 +501,10 @@ inline std::string effective_params(const soci_config& cfg, std::chrono::millise
 
 inline bool bare_uri(const soci_config& cfg) {
     return cfg.backend() == "postgresql" && !cfg.params().empty() &&
-           !soci_cs::starts_with_keyword(cfg.params());
+           !detail::soci_cs::starts_with_keyword(cfg.params());
 }
 
 } // namespace soci_impl
-} // namespace detail
 
 /// The warmpool traits for SOCI (see warmpool/traits.hpp for the contract, and the top of this
 /// file for what each member costs with and without native checks). Every member but connect
@@ -500,7 +521,7 @@ struct soci_traits {
     /// connect string sets one.
     static std::unique_ptr<soci::session> connect(const soci_config& cfg,
                                                   std::chrono::milliseconds timeout) {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         auto session = std::make_unique<soci::session>();
         try {
             const std::string params = impl::effective_params(cfg, timeout);
@@ -539,7 +560,7 @@ struct soci_traits {
 
     /// Local: the session was closed by its user, or the backend knows it is dead.
     static bool is_broken(soci::session& s) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
@@ -562,7 +583,7 @@ struct soci_traits {
 
     /// At most one zero-timeout poll() of the socket; false for SQLite and in the fallback.
     static bool peer_closed(soci::session& s) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
@@ -582,7 +603,7 @@ struct soci_traits {
     /// One round trip bounded by `timeout`. In the fallback no round trip at all: true unless
     /// SOCI knows the session is closed.
     static bool ping(soci::session& s, std::chrono::milliseconds timeout) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
@@ -606,7 +627,7 @@ struct soci_traits {
 
     /// Local. True when a transaction is open, or when the backend cannot tell (fallback).
     static bool in_transaction(soci::session& s) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
@@ -630,7 +651,7 @@ struct soci_traits {
     /// ROLLBACK, one round trip bounded by `timeout`; true when no transaction is left open.
     /// In the fallback session::rollback(), which no timeout bounds.
     static bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         const impl::backend_kind kind = impl::kind_of(s);
         switch (kind) {
         case impl::backend_kind::none:
@@ -659,7 +680,7 @@ struct soci_traits {
     /// closes the connection), and always in the fallback, where a reset cannot be bounded.
     static bool reset(soci::session& s, const soci_config& cfg,
                       std::chrono::milliseconds timeout) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         bool done = false;
         switch (impl::kind_of(s)) {
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE
@@ -681,7 +702,7 @@ struct soci_traits {
             (void)timeout;
             return false;
         }
-        if (!done) {
+        if (!done || !reset_client_state(s)) {
             return false;
         }
         if (!cfg.on_connect) {
@@ -710,16 +731,16 @@ struct soci_traits {
     /// "backend://parameters" with every password value replaced by "***".
     static std::string describe(const soci_config& cfg) {
         return cfg.backend() + "://" +
-               detail::soci_cs::redact(cfg.params(), detail::soci_impl::bare_uri(cfg));
+               detail::soci_cs::redact(cfg.params(), soci_impl::bare_uri(cfg));
     }
 
 private:
     static std::string scrub(const soci_config& cfg, const std::string& text) {
-        if (detail::soci_impl::names_a_bare_word(text)) {
-            return detail::soci_impl::bare_word_message; // see names_a_bare_word
+        if (soci_impl::names_a_bare_word(text)) {
+            return soci_impl::bare_word_message; // see names_a_bare_word
         }
         const std::string scrubbed =
-            detail::soci_cs::scrub(text, cfg.params(), detail::soci_impl::bare_uri(cfg));
+            detail::soci_cs::scrub(text, cfg.params(), soci_impl::bare_uri(cfg));
         // One line: libpq's messages span several, with tabs.
         std::string out;
         for (const char c : scrubbed) {
@@ -737,8 +758,8 @@ private:
 
     static connect_error failure(const soci_config& cfg, const char* what,
                                  const std::exception& e) {
-        const detail::soci_impl::failure_class c = detail::soci_impl::classify(
-            cfg.backend(), e.what(), detail::soci_impl::mysql_error_number(e));
+        const soci_impl::failure_class c =
+            soci_impl::classify(cfg.backend(), e.what(), soci_impl::mysql_error_number(e));
         return connect_error(
             what + describe(cfg) + ": " + scrub(cfg, e.what()) + " (" + c.hint + ")", c.transient);
     }
@@ -747,17 +768,36 @@ private:
         return is_broken(s) || peer_closed(s);
     }
 
+    // What soci::session itself keeps between statements, back to a new session's defaults: the
+    // log stream, upper-casing of column names and the query transformation (replaced by the
+    // identity: SOCI offers no way to remove one). A logger installed with set_logger() stays;
+    // install it in on_connect, which runs again after this.
+    static bool reset_client_state(soci::session& s) noexcept {
+        try {
+            s.uppercase_column_names(false);
+            s.set_query_transformation([](const std::string& query) { return query; });
+        } catch (...) {
+            return false;
+        }
+        try {
+            s.set_log_stream(nullptr);
+        } catch (...) {
+            // A logger of the user's own that takes no stream: left as it is (see above).
+        }
+        return true;
+    }
+
     // The fallback's rollback: SOCI's, unbounded (see the top of this file).
-    static bool fallback_rollback(soci::session& s, detail::soci_impl::backend_kind kind) noexcept {
+    static bool fallback_rollback(soci::session& s, soci_impl::backend_kind kind) noexcept {
         try {
             s.rollback();
             return true;
         } catch (const std::exception& e) {
             // Without native access the pool rolls back blindly, and SQLite, unlike the
             // servers, refuses a ROLLBACK with nothing to roll back.
-            return kind == detail::soci_impl::backend_kind::sqlite3 &&
-                   detail::soci_impl::contains(detail::soci_cs::to_lower(e.what()),
-                                               "no transaction is active");
+            return kind == soci_impl::backend_kind::sqlite3 &&
+                   soci_impl::contains(detail::soci_cs::to_lower(e.what()),
+                                       "no transaction is active");
         } catch (...) {
             return false;
         }
@@ -767,4 +807,5 @@ private:
 /// A pool of SOCI sessions.
 using soci_pool = basic_pool<soci_traits>;
 
+} // namespace WARMPOOL_DETAIL_SOCI_MODE
 } // namespace warmpool

@@ -199,8 +199,13 @@ struct options {
     /// About 100 years: longer durations are clamped to it. Far from any clock's overflow.
     static constexpr duration forever{3'155'760'000'000};
 
-    /// Upper bound on open connections, in use and idle together. Must be >= 1.
+    /// Upper bound on open connections, in use and idle together. 1 to options::max_max_size.
     std::size_t max_size = 10;
+
+    /// The largest max_size accepted: far above any server's connection limit, so a larger value
+    /// is a mistake (an unsigned underflow, a unit mix-up), and the pool reserves its bookkeeping
+    /// for max_size connections up front.
+    static constexpr std::size_t max_max_size = 100'000;
 
     /// Connections housekeeping keeps open even when idle; warm_up() opens them at once.
     /// Must be <= max_size.
@@ -312,6 +317,11 @@ struct options {
         };
         if (max_size == 0) {
             fail("max_size", "is 0; a pool needs at least one connection");
+        }
+        if (max_size > max_max_size) {
+            fail("max_size", "is " + std::to_string(max_size) + "; more than " +
+                                 std::to_string(max_max_size) +
+                                 " connections from one pool is beyond any server's limit");
         }
         if (min_idle > max_size) {
             fail("min_idle", "is " + std::to_string(min_idle) + ", more than max_size (" +
@@ -753,6 +763,7 @@ inline void stop_locking_around_forks(std::mutex* m) noexcept {
 // ---- end warmpool/detail/fork.hpp ----
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <chrono>
 #include <condition_variable>
@@ -809,14 +820,19 @@ public:
         }
     }
 
-    /// Closes the pool and waits for the housekeeping thread. Every lease must have been given
-    /// back before. Must not run on the pool's own housekeeping thread (from on_event).
+    /// Closes the pool, waits until every caller it woke has left acquire(), and waits for the
+    /// housekeeping thread. Every lease must have been given back before. Must not run on the
+    /// pool's own housekeeping thread (from on_event).
     ~basic_pool() {
         close();
         std::unique_ptr<std::thread> housekeeper;
         {
-            std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
+            // close() noticed any fork, and woke every waiter with pool_closed: each takes itself
+            // off waiters_ under the lock on its way out, and the last one wakes us.
+            std::unique_lock<std::mutex> lock(mutex_);
+            while (!waiters_.empty()) {
+                wakeup_.wait(lock);
+            }
             housekeeper = std::move(housekeeper_);
         }
         if (housekeeper && housekeeper->joinable()) {
@@ -870,10 +886,13 @@ public:
     void housekeep() noexcept {
         std::vector<std::unique_ptr<slot>> doomed;
         std::vector<event> leaks;
+        std::uint64_t forks = 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             notice_fork_locked();
+            forks = take_forks_locked();
             if (closed_) {
+                announce(forks);
                 return;
             }
             const auto now = detail::cheap_now<Clock>();
@@ -897,6 +916,7 @@ public:
                 doomed.push_back(remove_locked(s));
             }
         }
+        announce(forks);
         flush(leaks);
         destroy(std::move(doomed));
         top_up(/*rethrow=*/false);
@@ -907,11 +927,13 @@ public:
     void close() noexcept {
         std::vector<std::unique_ptr<slot>> doomed;
         std::unique_ptr<std::thread> housekeeper;
+        std::uint64_t forks = 0;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             const bool was_open = !closed_;
             closed_ = true; // first: a child closing its inherited pool starts no housekeeper
             notice_fork_locked();
+            forks = take_forks_locked();
             if (was_open) {
                 for (slot* s : idle_) {
                     s->close_why = close_reason::pool_closed;
@@ -932,19 +954,30 @@ public:
         if (housekeeper) {
             housekeeper->join();
         }
+        announce(forks);
         destroy(std::move(doomed));
     }
 
     /// A consistent snapshot of gauges and counters.
     [[nodiscard]] pool_stats stats() const {
-        std::lock_guard<std::mutex> lock(mutex_);
-        pool_stats s = stats_;
-        s.open = all_.size();
-        s.idle = idle_.size();
-        s.in_use = all_.size() - idle_.size();
-        s.waiting = waiters_.size();
-        s.connecting = connecting_;
-        s.max_size = opts_.max_size;
+        pool_stats s;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            // In a child after fork(), every call shows the child's pool, this one included:
+            // forgetting the parent's connections is bookkeeping, not an observable change.
+            auto* self = const_cast<basic_pool*>(this);
+            self->notice_fork_locked();
+            forks = self->take_forks_locked();
+            s = stats_;
+            s.open = all_.size();
+            s.idle = idle_.size();
+            s.in_use = all_.size() - idle_.size();
+            s.waiting = waiters_.size();
+            s.connecting = connecting_;
+            s.max_size = opts_.max_size;
+        }
+        announce(forks);
         return s;
     }
 
@@ -1059,7 +1092,12 @@ private:
     // frozen while the monotonic clock stood still (a paused VM, a suspended laptop) still shows
     // its real idle time on the wall clock, and a wall clock stepped backwards still leaves the
     // monotonic one. A wall-clock step can only cause a ping, never a close.
+    // A wall clock now behind the last use stepped back (during the idle time or the lease):
+    // it can no longer show a freeze, so the connection counts as idle long enough for a ping.
     static ms suspect_idle(const slot& s, time_point now, wall_time_point wall) noexcept {
+        if (wall < s.last_used_wall) {
+            return options::forever;
+        }
         const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
         return std::max(idle_since(s, now), walled);
     }
@@ -1070,6 +1108,12 @@ private:
         deadline dl{timeout};
         std::unique_lock<std::mutex> lock(mutex_);
         notice_fork_locked();
+        if (unannounced_forks_ > 0) { // rare: announced at once, whatever this call ends in
+            const auto forks = take_forks_locked();
+            lock.unlock();
+            announce(forks);
+            lock.lock();
+        }
         if (opts_.leak_threshold.count() > 0) {
             std::vector<event> leaks;
             scan_leaks_locked(detail::cheap_now<Clock>(), leaks);
@@ -1104,15 +1148,8 @@ private:
             s->idle = false;
             ++stats_.acquired;
         }
-        const bool fork_event = pending_fork_event_;
-        pending_fork_event_ = false;
         lock.unlock();
-        if (fork_event) {
-            emit({event_type::forked, 0, close_reason::none, {}, {}});
-        }
 
-        // try_acquire() never waits, so it never backs off to retry either.
-        const unsigned attempts = may_wait ? opts_.connect_attempts : 1;
         if (s != nullptr) {
             const close_reason bad = check(*s, now, dl);
             if (bad == close_reason::none) {
@@ -1122,27 +1159,37 @@ private:
             // The caller never sees a dead connection: close it and connect a replacement
             // with the same unit of capacity, so no one queued behind can take it.
             discard_and_reconnect(s, bad);
-            // No call starts after the deadline: a ping that ran past it leaves no time to
-            // connect, so acquire() overruns its timeout by one ping or one connect, never both.
-            if (dl.started && Clock::now() > dl.at) {
-                release_capacity();
-                std::string message;
-                {
-                    std::lock_guard<std::mutex> lock(mutex_);
-                    ++stats_.timeouts;
-                    message = timeout_message_locked(dl.timeout);
-                }
-                throw acquire_timeout(message +
-                                      " The idle connection failed its check after the "
-                                      "deadline had passed, so no replacement was "
-                                      "opened; validation_timeout (" +
-                                      std::to_string(opts_.validation_timeout.count()) +
-                                      " ms) should be well below the acquire timeout.");
+            if (may_wait) {
+                give_up_if_late(dl, " The idle connection failed its check after the deadline "
+                                    "had passed, so no replacement was opened; keep "
+                                    "validation_timeout (" +
+                                        std::to_string(opts_.validation_timeout.count()) +
+                                        " ms) well below the acquire timeout.");
             }
+        } else if (waited) {
+            give_up_if_late(dl, " Room to connect came free only after the deadline.");
         }
-        slot* fresh = connect_with_retry(dl, attempts);
+        // try_acquire() never waits, so it never backs off to retry either: one attempt.
+        slot* fresh = connect_with_retry(dl, may_wait ? opts_.connect_attempts : 1);
         acquired(*fresh, dl, waited);
         return lease(this, fresh);
+    }
+
+    // No ping or connect starts after the deadline: so acquire() overruns its timeout by the one
+    // call under way at the deadline, never by two. Called holding a unit of capacity for a
+    // connect, which it gives back before throwing.
+    void give_up_if_late(deadline& dl, const std::string& why) {
+        if (!dl.started || Clock::now() <= dl.at) {
+            return;
+        }
+        release_capacity();
+        std::string message;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            ++stats_.timeouts;
+            message = timeout_message_locked(dl.timeout);
+        }
+        throw acquire_timeout(message + why);
     }
 
     // Blocks until this caller is handed a connection (returned), is granted capacity to connect
@@ -1194,6 +1241,9 @@ private:
         const auto it = std::find(waiters_.begin(), waiters_.end(), w);
         if (it != waiters_.end()) {
             waiters_.erase(it);
+        }
+        if (closed_ && waiters_.empty()) {
+            wakeup_.notify_all(); // the destructor waits for the last woken waiter to leave
         }
     }
 
@@ -1275,6 +1325,10 @@ private:
         std::string last_error;
         unsigned attempts = 0;
         const auto until = dl.get();
+        if (closed_) { // close() ran while this caller pinged, or since it was granted room
+            release_capacity();
+            throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
+        }
         for (;;) {
             ++attempts;
             bool transient = false;
@@ -1331,36 +1385,36 @@ private:
         fresh->conn = std::move(conn);
         const auto now = detail::cheap_now<Clock>();
         slot* s = fresh.get();
-        bool closed_meanwhile = false;
+        std::unique_ptr<slot> doomed; // opened while close() ran: counted, then closed
         {
             std::lock_guard<std::mutex> lock(mutex_);
             --connecting_;
+            s->id = ++last_id_;
+            s->fork_epoch = fork_epoch_;
+            s->expires = expiry_locked(now);
+            s->last_used = now;
+            s->last_used_wall = detail::cheap_now<wall_clock>();
+            s->leased_at = now;
+            s->leased_at_wall = s->last_used_wall;
+            s->index = all_.size();
+            all_.push_back(std::move(fresh));
+            ++stats_.created;
             if (closed_) {
-                closed_meanwhile = true;
-                wake_next_for_capacity_locked();
+                s->close_why = close_reason::pool_closed;
+                doomed = remove_locked(s);
             } else {
-                s->id = ++last_id_;
-                s->fork_epoch = fork_epoch_;
-                s->expires = expiry_locked(now);
-                s->last_used = now;
-                s->last_used_wall = detail::cheap_now<wall_clock>();
-                s->leased_at = now;
-                s->leased_at_wall = s->last_used_wall;
-                s->index = all_.size();
-                all_.push_back(std::move(fresh));
-                ++stats_.created;
                 ++stats_.acquired;
             }
-        }
-        if (closed_meanwhile) {
-            fresh.reset(); // the connection closes outside the lock
-            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
         }
         emit({event_type::connected,
               s->id,
               close_reason::none,
               micros(Clock::now() - dl.start),
               {}});
+        if (doomed) {
+            destroy_one(std::move(doomed)); // outside the lock, like every close
+            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
+        }
         return s;
     }
 
@@ -1423,47 +1477,40 @@ private:
         // A lease held across fork() and given back in the child: the connection is the
         // parent's. Nothing is sent on it, counted or reported; the slot is freed.
         if (s->fork_epoch != fork_epoch_seen()) {
-            std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
-            forget_inherited_locked(s);
+            std::uint64_t forks = 0;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                notice_fork_locked();
+                forget_inherited_locked(s);
+                forks = take_forks_locked();
+            }
+            announce(forks);
             return;
         }
         close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        if (why == close_reason::none && closed_.load(std::memory_order_relaxed)) {
+            why = close_reason::pool_closed; // about to close: no rollback or reset to send
+        }
         const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
+        std::uint64_t forks = 0;
+        bool forgotten = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
             notice_fork_locked();
+            forks = take_forks_locked();
             if (s->fork_epoch != fork_epoch_) { // the fork happened while tidying
                 forget_inherited_locked(s);
-                return;
-            }
-            const auto now = detail::cheap_now<Clock>();
-            held = micros(now - s->leased_at);
-            leak_returned = s->leak_reported;
-            s->leak_reported = false;
-            stats_.rollbacks += work.rolled_back ? 1 : 0;
-            stats_.resets += work.reset ? 1 : 0;
-            if (why == close_reason::none && closed_) {
-                why = close_reason::pool_closed;
-            } else if (why == close_reason::none && now >= s->expires) {
-                why = close_reason::max_lifetime;
-            }
-            if (why != close_reason::none) {
-                s->close_why = why;
-                doomed = remove_locked(s);
+                forgotten = true;
             } else {
-                s->last_used = now;
-                // The wall clock read at checkout plus the monotonic time held saves a clock
-                // read. A freeze during the lease can only make the next idle time look
-                // longer than it is: one ping more, never a dead connection missed.
-                s->last_used_wall =
-                    s->leased_at_wall +
-                    std::chrono::duration_cast<typename wall_clock::duration>(now - s->leased_at);
-                hand_over_locked(s, now);
+                settle_locked(s, why, work, held, leak_returned, doomed);
             }
+        }
+        announce(forks);
+        if (forgotten) {
+            return;
         }
         if (opts_.on_event) {
             if (work.rolled_back) {
@@ -1484,6 +1531,38 @@ private:
         bool rolled_back = false;
         bool reset = false;
     };
+
+    // Under the lock, the bookkeeping of a give-back: counts, then pools the connection (or
+    // hands it to a waiter) or takes it out to be closed.
+    void settle_locked(slot* s, close_reason& why, const release_work& work,
+                       std::chrono::microseconds& held, bool& leak_returned,
+                       std::unique_ptr<slot>& doomed) {
+        const auto now = detail::cheap_now<Clock>();
+        held = micros(now - s->leased_at);
+        leak_returned = s->leak_reported;
+        s->leak_reported = false;
+        stats_.rollbacks += work.rolled_back ? 1 : 0;
+        stats_.resets += work.reset ? 1 : 0;
+        if (why == close_reason::none && closed_) {
+            why = close_reason::pool_closed;
+        } else if (why == close_reason::none && now >= s->expires) {
+            why = close_reason::max_lifetime;
+        }
+        if (why != close_reason::none) {
+            s->close_why = why;
+            doomed = remove_locked(s);
+            return;
+        }
+        s->last_used = now;
+        // The wall clock read at checkout plus the monotonic time held saves a clock read. A
+        // freeze during the lease can only make the next idle time look longer than it is (one
+        // ping more); a wall clock stepped back during it shows at the next checkout as a wall
+        // clock behind this value, which forces a ping too (suspect_idle).
+        s->last_used_wall =
+            s->leased_at_wall +
+            std::chrono::duration_cast<typename wall_clock::duration>(now - s->leased_at);
+        hand_over_locked(s, now);
+    }
 
     // Outside the lock, on a connection given back: what must happen before anyone else may use
     // it. Sets `why` when it must be closed instead. Each step is bounded by validation_timeout,
@@ -1668,7 +1747,7 @@ private:
         if (opts_.background_housekeeping && !closed_) {
             housekeeper_ = std::make_unique<std::thread>([this] { housekeeping_loop(); });
         }
-        pending_fork_event_ = true;
+        ++unannounced_forks_;
     }
 
     void scan_leaks_locked(time_point now, std::vector<event>& out) {
@@ -1698,17 +1777,22 @@ private:
 
     void top_up(bool rethrow) {
         for (;;) {
+            bool more = false;
+            std::uint64_t forks = 0;
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 notice_fork_locked();
-                if (closed_ && rethrow) {
-                    throw pool_closed("warmpool: warm_up on a closed pool (" + target_ + ")");
-                }
-                if (closed_ || all_.size() + connecting_ >= opts_.min_idle ||
-                    capacity_used_locked() >= opts_.max_size) {
-                    return;
-                }
-                ++connecting_;
+                forks = take_forks_locked();
+                more = !closed_ && all_.size() + connecting_ < opts_.min_idle &&
+                       capacity_used_locked() < opts_.max_size;
+                connecting_ += more ? 1 : 0;
+            }
+            announce(forks);
+            if (closed_ && rethrow) {
+                throw pool_closed("warmpool: warm_up on a closed pool (" + target_ + ")");
+            }
+            if (!more) {
+                return;
             }
             deadline dl{opts_.acquire_timeout};
             slot* s = nullptr;
@@ -1726,6 +1810,7 @@ private:
             {
                 std::lock_guard<std::mutex> lock(mutex_);
                 notice_fork_locked();
+                forks = take_forks_locked();
                 --stats_.acquired;
                 if (s->fork_epoch != fork_epoch_) {
                     forget_inherited_locked(s); // forked while connecting: the parent's
@@ -1736,6 +1821,7 @@ private:
                     hand_over_locked(s, detail::cheap_now<Clock>());
                 }
             }
+            announce(forks);
             destroy_one(std::move(doomed)); // the next round sees closed_ and stops
         }
     }
@@ -1744,6 +1830,16 @@ private:
     void count(F&& f) noexcept {
         std::lock_guard<std::mutex> lock(mutex_);
         f(stats_);
+    }
+
+    // Forks noticed under the lock are announced (event_type::forked) once it is released, by
+    // whichever call noticed them: one event per fork, as pool_stats::forks counts them.
+    std::uint64_t take_forks_locked() noexcept { return std::exchange(unannounced_forks_, 0); }
+
+    void announce(std::uint64_t forks) const noexcept {
+        for (; forks > 0; --forks) {
+            emit({event_type::forked, 0, close_reason::none, {}, {}});
+        }
     }
 
     void emit(const event& e) const noexcept {
@@ -1828,8 +1924,10 @@ private:
     std::deque<waiter*> waiters_;            // first come, first served
     std::size_t connecting_ = 0;             // capacity held by connects in progress
     std::size_t closing_ = 0;                // capacity held by closes in progress
-    bool closed_ = false;
-    bool pending_fork_event_ = false;
+    // Written under the lock; give_back() also reads it without, to skip the rollback and reset
+    // of a connection it is about to close anyway.
+    std::atomic<bool> closed_{false};
+    std::uint64_t unannounced_forks_ = 0; // noticed, forked event not yet sent
     std::uint64_t last_id_ = 0;
     std::uint64_t fork_epoch_ = 0;
     std::string last_connect_error_;
@@ -1960,6 +2058,11 @@ private:
 //                it links.
 //     =0         left out: the portable fallback below, chosen knowingly.
 //   WARMPOOL_SOCI_<BACKEND>_NATIVE tells the outcome: 1 linked, 2 found at run time, 0 none.
+//
+// One program, one mode: the outcome for each backend is part of the adapter's names (inline
+// namespaces), so translation units compiled with different include paths or macros link to
+// different code, each keeping what it was compiled with, and a pool passed between them fails
+// to link instead of silently taking either behaviour.
 //
 // Failing early instead of degrading silently: a soci_config naming postgresql, mysql or sqlite3
 // whose checks are not compiled in (headers not found, macro not =0) throws
@@ -2674,6 +2777,10 @@ inline bool valid_backend_name(std::string_view name) noexcept {
 #include <vector>
 
 #include <dlfcn.h>
+
+// Token pasting for the per-mode inline namespaces of the SOCI adapter (see warmpool/soci.hpp).
+#define WARMPOOL_DETAIL_CAT_(a, b) a##b
+#define WARMPOOL_DETAIL_CAT(a, b) WARMPOOL_DETAIL_CAT_(a, b)
 #if __has_include(<link.h>) && !defined(__APPLE__)
 #include <link.h>
 #define WARMPOOL_DETAIL_HAS_DL_ITERATE_PHDR 1
@@ -2876,8 +2983,13 @@ inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
 
 #include <chrono>
 
+#define WARMPOOL_DETAIL_SOCI_MY_MODE WARMPOOL_DETAIL_CAT(soci_my_mode_, WARMPOOL_SOCI_MYSQL_NATIVE)
+
 namespace warmpool {
 namespace detail {
+// How this translation unit reaches the client library is part of the names (see
+// "One program, one mode" in warmpool/soci.hpp).
+inline namespace WARMPOOL_DETAIL_SOCI_MY_MODE {
 namespace soci_my {
 
 #if defined(WARMPOOL_DETAIL_SOCI_MYSQL_MISSING)
@@ -3006,7 +3118,8 @@ inline const functions* api() noexcept {
 
 /// What the connect error says when api() is nullptr.
 inline constexpr const char* unresolved =
-    "MariaDB Connector/C's functions (mysql_get_socket, mysql_send_query, ...) were not found in "
+    "MariaDB Connector/C's functions (mysql_get_socket, mysql_send_query, ...) were not found "
+    "in "
     "this process, so the native checks cannot run (looked in the global scope, SOCI's "
     "libsoci_mysql and libmariadb.so*). Link libmariadb and soci_mysql and define "
     "WARMPOOL_SOCI_MYSQL=1, or define WARMPOOL_SOCI_MYSQL=0 for the portable fallback";
@@ -3234,6 +3347,7 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 #endif // WARMPOOL_SOCI_MYSQL_NATIVE
 
 } // namespace soci_my
+} // namespace WARMPOOL_DETAIL_SOCI_MY_MODE
 } // namespace detail
 } // namespace warmpool
 // ---- end warmpool/soci/mysql.hpp ----
@@ -3300,8 +3414,14 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 
 #include <chrono>
 
+#define WARMPOOL_DETAIL_SOCI_PG_MODE                                                               \
+    WARMPOOL_DETAIL_CAT(soci_pg_mode_, WARMPOOL_SOCI_POSTGRESQL_NATIVE)
+
 namespace warmpool {
 namespace detail {
+// How this translation unit reaches the client library is part of the names (see
+// "One program, one mode" in warmpool/soci.hpp).
+inline namespace WARMPOOL_DETAIL_SOCI_PG_MODE {
 namespace soci_pg {
 
 #if defined(WARMPOOL_DETAIL_SOCI_POSTGRESQL_MISSING)
@@ -3587,6 +3707,7 @@ inline std::string parse_error(const std::string& conninfo) {
 #endif // WARMPOOL_SOCI_POSTGRESQL_NATIVE
 
 } // namespace soci_pg
+} // namespace WARMPOOL_DETAIL_SOCI_PG_MODE
 } // namespace detail
 } // namespace warmpool
 // ---- end warmpool/soci/postgresql.hpp ----
@@ -3647,8 +3768,14 @@ inline std::string parse_error(const std::string& conninfo) {
 
 #include <chrono>
 
+#define WARMPOOL_DETAIL_SOCI_LITE_MODE                                                             \
+    WARMPOOL_DETAIL_CAT(soci_lite_mode_, WARMPOOL_SOCI_SQLITE3_NATIVE)
+
 namespace warmpool {
 namespace detail {
+// How this translation unit reaches the client library is part of the names (see
+// "One program, one mode" in warmpool/soci.hpp).
+inline namespace WARMPOOL_DETAIL_SOCI_LITE_MODE {
 namespace soci_lite {
 
 #if defined(WARMPOOL_DETAIL_SOCI_SQLITE3_MISSING)
@@ -3817,6 +3944,7 @@ inline bool reset(soci::session& s, std::chrono::milliseconds) noexcept {
 #endif // WARMPOOL_SOCI_SQLITE3_NATIVE
 
 } // namespace soci_lite
+} // namespace WARMPOOL_DETAIL_SOCI_LITE_MODE
 } // namespace detail
 } // namespace warmpool
 // ---- end warmpool/soci/sqlite3.hpp ----
@@ -3834,9 +3962,21 @@ inline bool reset(soci::session& s, std::chrono::milliseconds) noexcept {
 #include <typeinfo>
 #include <utility>
 
-namespace warmpool {
+// The modes of the three backends are part of every name below (an inline namespace such as
+// soci_mode_2_2_2, invisible in source). Two translation units that found different headers
+// then use different functions and types instead of breaking the one-definition rule, where the
+// linker would silently keep one of them for the whole program.
+#define WARMPOOL_DETAIL_SOCI_MODE                                                                  \
+    WARMPOOL_DETAIL_CAT(                                                                           \
+        WARMPOOL_DETAIL_CAT(WARMPOOL_DETAIL_CAT(soci_mode_, WARMPOOL_SOCI_POSTGRESQL_NATIVE),      \
+                            WARMPOOL_DETAIL_CAT(_, WARMPOOL_SOCI_MYSQL_NATIVE)),                   \
+        WARMPOOL_DETAIL_CAT(_, WARMPOOL_SOCI_SQLITE3_NATIVE))
 
-namespace detail {
+namespace warmpool {
+inline namespace WARMPOOL_DETAIL_SOCI_MODE {
+
+// Implementation details of the adapter. Not inside a namespace named detail: one here would
+// hide warmpool::detail, where the shared helpers (soci_cs, soci_pg, …) live.
 namespace soci_impl {
 
 inline bool contains(const std::string& haystack, std::string_view needle) {
@@ -3869,7 +4009,6 @@ inline bool names_factory(std::string_view type, std::string_view name) {
 }
 
 } // namespace soci_impl
-} // namespace detail
 
 /// Where and how soci_traits connects: a SOCI backend, its parameters and two hooks.
 ///
@@ -4009,8 +4148,8 @@ private:
         if (why.empty()) {
             return;
         }
-        why = detail::soci_impl::names_a_bare_word(why)
-                  ? std::string(detail::soci_impl::bare_word_message)
+        why = soci_impl::names_a_bare_word(why)
+                  ? std::string(soci_impl::bare_word_message)
                   : detail::soci_cs::scrub(why, params_, !keyword_form);
         while (!why.empty() && detail::soci_cs::is_space(why.back())) {
             why.pop_back();
@@ -4045,7 +4184,7 @@ private:
     static std::string backend_name_of(const soci::backend_factory& factory) {
         const std::string_view type = typeid(factory).name();
         for (const char* name : {"postgresql", "mysql", "sqlite3"}) {
-            if (detail::soci_impl::names_factory(type, name)) {
+            if (soci_impl::names_factory(type, name)) {
                 return name;
             }
         }
@@ -4057,7 +4196,6 @@ private:
     const soci::backend_factory* factory_ = nullptr;
 };
 
-namespace detail {
 namespace soci_impl {
 
 enum class backend_kind { none, other, sqlite3, postgresql, mysql };
@@ -4093,15 +4231,15 @@ inline const char* unresolved(soci::session& s) noexcept {
     switch (kind_of(s)) {
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE
     case backend_kind::postgresql:
-        return soci_pg::api() == nullptr ? soci_pg::unresolved : nullptr;
+        return detail::soci_pg::api() == nullptr ? detail::soci_pg::unresolved : nullptr;
 #endif
 #if WARMPOOL_SOCI_MYSQL_NATIVE
     case backend_kind::mysql:
-        return soci_my::api() == nullptr ? soci_my::unresolved : nullptr;
+        return detail::soci_my::api() == nullptr ? detail::soci_my::unresolved : nullptr;
 #endif
 #if WARMPOOL_SOCI_SQLITE3_NATIVE
     case backend_kind::sqlite3:
-        return soci_lite::api() == nullptr ? soci_lite::unresolved : nullptr;
+        return detail::soci_lite::api() == nullptr ? detail::soci_lite::unresolved : nullptr;
 #endif
     default:
         return nullptr;
@@ -4116,7 +4254,7 @@ struct failure_class {
 
 inline failure_class classify(const std::string& backend, const std::string& text,
                               unsigned mysql_errno) {
-    const std::string t = soci_cs::to_lower(text);
+    const std::string t = detail::soci_cs::to_lower(text);
     if (backend == "sqlite3") {
         return {false, "check the db= path: its directory must exist and be writable"};
     }
@@ -4151,8 +4289,11 @@ inline failure_class classify(const std::string& backend, const std::string& tex
         contains(t, "server has gone away") || contains(t, "server closed the connection") ||
         contains(t, "connection reset") || contains(t, "no route to host") ||
         contains(t, "network is unreachable") ||
-        contains(t, "temporary failure in name resolution")) {
-        return {true, "is the server running and reachable at this host and port?"};
+        contains(t, "temporary failure in name resolution") ||
+        // A Unix-domain socket whose server is down or restarting has no socket file: libpq
+        // says "No such file or directory ... Is the server running locally ...".
+        contains(t, "is the server running")) {
+        return {true, "is the server running and reachable at this host and port (or socket)?"};
     }
     if (contains(t, "password authentication failed") || contains(t, "access denied") ||
         contains(t, "authentication failed") || contains(t, "no password supplied") ||
@@ -4175,7 +4316,7 @@ inline failure_class classify(const std::string& backend, const std::string& tex
 
 inline unsigned mysql_error_number(const std::exception& e) noexcept {
 #if WARMPOOL_SOCI_MYSQL_NATIVE
-    return soci_my::error_number(e);
+    return detail::soci_my::error_number(e);
 #else
     (void)e;
     return 0;
@@ -4186,14 +4327,18 @@ inline unsigned mysql_error_number(const std::exception& e) noexcept {
 /// one and the user set none, plus a scheme for a bare PostgreSQL URI.
 inline std::string effective_params(const soci_config& cfg, std::chrono::milliseconds timeout) {
     std::string p = cfg.params();
-    // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there.
-    const long long seconds = std::max<long long>(2, (timeout.count() + 999) / 1000);
+    // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there. The ceiling, about
+    // 24 days, keeps "no limit" (options::forever) within what libpq and MariaDB parse (an int)
+    // and within any conversion of theirs to milliseconds.
+    constexpr long long most = 2'147'483;
+    const long long seconds =
+        std::clamp<long long>(timeout.count() / 1000 + (timeout.count() % 1000 != 0), 2, most);
     if (cfg.backend() == "postgresql") {
-        const bool keyword_form = p.empty() || soci_cs::starts_with_keyword(p);
+        const bool keyword_form = p.empty() || detail::soci_cs::starts_with_keyword(p);
         if (!keyword_form && p.rfind("postgresql://", 0) != 0 && p.rfind("postgres://", 0) != 0) {
             p = "postgresql://" + p;
         }
-        if (!soci_cs::has_keyword(p, "connect_timeout")) {
+        if (!detail::soci_cs::has_keyword(p, "connect_timeout")) {
             if (keyword_form) {
                 p += (p.empty() ? "" : " ") + std::string("connect_timeout=") +
                      std::to_string(seconds);
@@ -4203,7 +4348,7 @@ inline std::string effective_params(const soci_config& cfg, std::chrono::millise
             }
         }
     } else if (cfg.backend() == "mysql") {
-        if (!soci_cs::has_keyword(p, "connect_timeout")) {
+        if (!detail::soci_cs::has_keyword(p, "connect_timeout")) {
             p += (p.empty() ? "" : " ") + std::string("connect_timeout=") + std::to_string(seconds);
         }
     }
@@ -4212,11 +4357,10 @@ inline std::string effective_params(const soci_config& cfg, std::chrono::millise
 
 inline bool bare_uri(const soci_config& cfg) {
     return cfg.backend() == "postgresql" && !cfg.params().empty() &&
-           !soci_cs::starts_with_keyword(cfg.params());
+           !detail::soci_cs::starts_with_keyword(cfg.params());
 }
 
 } // namespace soci_impl
-} // namespace detail
 
 /// The warmpool traits for SOCI (see warmpool/traits.hpp for the contract, and the top of this
 /// file for what each member costs with and without native checks). Every member but connect
@@ -4233,7 +4377,7 @@ struct soci_traits {
     /// connect string sets one.
     static std::unique_ptr<soci::session> connect(const soci_config& cfg,
                                                   std::chrono::milliseconds timeout) {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         auto session = std::make_unique<soci::session>();
         try {
             const std::string params = impl::effective_params(cfg, timeout);
@@ -4272,7 +4416,7 @@ struct soci_traits {
 
     /// Local: the session was closed by its user, or the backend knows it is dead.
     static bool is_broken(soci::session& s) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
@@ -4295,7 +4439,7 @@ struct soci_traits {
 
     /// At most one zero-timeout poll() of the socket; false for SQLite and in the fallback.
     static bool peer_closed(soci::session& s) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return true;
@@ -4315,7 +4459,7 @@ struct soci_traits {
     /// One round trip bounded by `timeout`. In the fallback no round trip at all: true unless
     /// SOCI knows the session is closed.
     static bool ping(soci::session& s, std::chrono::milliseconds timeout) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
@@ -4339,7 +4483,7 @@ struct soci_traits {
 
     /// Local. True when a transaction is open, or when the backend cannot tell (fallback).
     static bool in_transaction(soci::session& s) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
             return false;
@@ -4363,7 +4507,7 @@ struct soci_traits {
     /// ROLLBACK, one round trip bounded by `timeout`; true when no transaction is left open.
     /// In the fallback session::rollback(), which no timeout bounds.
     static bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         const impl::backend_kind kind = impl::kind_of(s);
         switch (kind) {
         case impl::backend_kind::none:
@@ -4392,7 +4536,7 @@ struct soci_traits {
     /// closes the connection), and always in the fallback, where a reset cannot be bounded.
     static bool reset(soci::session& s, const soci_config& cfg,
                       std::chrono::milliseconds timeout) noexcept {
-        namespace impl = detail::soci_impl;
+        namespace impl = soci_impl;
         bool done = false;
         switch (impl::kind_of(s)) {
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE
@@ -4414,7 +4558,7 @@ struct soci_traits {
             (void)timeout;
             return false;
         }
-        if (!done) {
+        if (!done || !reset_client_state(s)) {
             return false;
         }
         if (!cfg.on_connect) {
@@ -4443,16 +4587,16 @@ struct soci_traits {
     /// "backend://parameters" with every password value replaced by "***".
     static std::string describe(const soci_config& cfg) {
         return cfg.backend() + "://" +
-               detail::soci_cs::redact(cfg.params(), detail::soci_impl::bare_uri(cfg));
+               detail::soci_cs::redact(cfg.params(), soci_impl::bare_uri(cfg));
     }
 
 private:
     static std::string scrub(const soci_config& cfg, const std::string& text) {
-        if (detail::soci_impl::names_a_bare_word(text)) {
-            return detail::soci_impl::bare_word_message; // see names_a_bare_word
+        if (soci_impl::names_a_bare_word(text)) {
+            return soci_impl::bare_word_message; // see names_a_bare_word
         }
         const std::string scrubbed =
-            detail::soci_cs::scrub(text, cfg.params(), detail::soci_impl::bare_uri(cfg));
+            detail::soci_cs::scrub(text, cfg.params(), soci_impl::bare_uri(cfg));
         // One line: libpq's messages span several, with tabs.
         std::string out;
         for (const char c : scrubbed) {
@@ -4470,8 +4614,8 @@ private:
 
     static connect_error failure(const soci_config& cfg, const char* what,
                                  const std::exception& e) {
-        const detail::soci_impl::failure_class c = detail::soci_impl::classify(
-            cfg.backend(), e.what(), detail::soci_impl::mysql_error_number(e));
+        const soci_impl::failure_class c =
+            soci_impl::classify(cfg.backend(), e.what(), soci_impl::mysql_error_number(e));
         return connect_error(
             what + describe(cfg) + ": " + scrub(cfg, e.what()) + " (" + c.hint + ")", c.transient);
     }
@@ -4480,17 +4624,36 @@ private:
         return is_broken(s) || peer_closed(s);
     }
 
+    // What soci::session itself keeps between statements, back to a new session's defaults: the
+    // log stream, upper-casing of column names and the query transformation (replaced by the
+    // identity: SOCI offers no way to remove one). A logger installed with set_logger() stays;
+    // install it in on_connect, which runs again after this.
+    static bool reset_client_state(soci::session& s) noexcept {
+        try {
+            s.uppercase_column_names(false);
+            s.set_query_transformation([](const std::string& query) { return query; });
+        } catch (...) {
+            return false;
+        }
+        try {
+            s.set_log_stream(nullptr);
+        } catch (...) {
+            // A logger of the user's own that takes no stream: left as it is (see above).
+        }
+        return true;
+    }
+
     // The fallback's rollback: SOCI's, unbounded (see the top of this file).
-    static bool fallback_rollback(soci::session& s, detail::soci_impl::backend_kind kind) noexcept {
+    static bool fallback_rollback(soci::session& s, soci_impl::backend_kind kind) noexcept {
         try {
             s.rollback();
             return true;
         } catch (const std::exception& e) {
             // Without native access the pool rolls back blindly, and SQLite, unlike the
             // servers, refuses a ROLLBACK with nothing to roll back.
-            return kind == detail::soci_impl::backend_kind::sqlite3 &&
-                   detail::soci_impl::contains(detail::soci_cs::to_lower(e.what()),
-                                               "no transaction is active");
+            return kind == soci_impl::backend_kind::sqlite3 &&
+                   soci_impl::contains(detail::soci_cs::to_lower(e.what()),
+                                       "no transaction is active");
         } catch (...) {
             return false;
         }
@@ -4500,6 +4663,7 @@ private:
 /// A pool of SOCI sessions.
 using soci_pool = basic_pool<soci_traits>;
 
+} // namespace WARMPOOL_DETAIL_SOCI_MODE
 } // namespace warmpool
 // ---- end warmpool/soci.hpp ----
 

@@ -102,3 +102,18 @@ TEST_CASE("PostgreSQL: a wrong database is a permanent connect error without the
 }
 
 #endif
+
+TEST_CASE("PostgreSQL: acquire(milliseconds::max()) connects: no limit stays within libpq's" *
+          servers::skip_without(servers::pg)) {
+    // The time left becomes libpq's connect_timeout in whole seconds; "forever" must not exceed
+    // the int libpq parses, or every connect fails as a malformed parameter.
+    warmpool::soci_pool pool(server());
+    auto sql = pool.acquire(milliseconds::max());
+    int one = 0;
+    *sql << "select 1", soci::into(one);
+    CHECK(one == 1);
+    warmpool::options o;
+    o.acquire_timeout = milliseconds::max();
+    warmpool::soci_pool forever(server(), o);
+    CHECK(forever.acquire()->is_connected());
+}

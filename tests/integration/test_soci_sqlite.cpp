@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -147,7 +148,7 @@ TEST_CASE("an SQLite file that cannot be opened fails permanently at the first a
 }
 
 TEST_CASE("a backend factory is named by its type, in any compiler's spelling") {
-    using warmpool::detail::soci_impl::names_factory;
+    using warmpool::soci_impl::names_factory;
     CHECK(names_factory("N4soci26postgresql_backend_factoryE", "postgresql"));
     CHECK(names_factory("N4soci21mysql_backend_factoryE", "mysql"));
     CHECK(names_factory("struct soci::sqlite3_backend_factory", "sqlite3"));
@@ -357,4 +358,44 @@ TEST_CASE("eight threads share a pool of three on one SQLite file") {
 #if WARMPOOL_SOCI_SQLITE3_NATIVE
     CHECK(st.rollbacks == 0);
 #endif
+}
+
+TEST_CASE("a Unix socket without a server is a transient failure: the server may be restarting") {
+    // libpq's words when the socket file is missing, as while PostgreSQL restarts.
+    const auto c = warmpool::soci_impl::classify(
+        "postgresql",
+        "connection to server on socket \"/run/postgresql/.s.PGSQL.5432\" failed: No such file "
+        "or directory\n\tIs the server running locally and accepting connections on that "
+        "socket?",
+        0);
+    CHECK(c.transient);
+}
+
+TEST_CASE("reset_on_release also resets what soci::session keeps: log stream, column case, query "
+          "transformation") {
+    temp_dir dir;
+    warmpool::options o;
+    o.max_size = 1;
+    o.reset_on_release = true;
+    warmpool::soci_pool pool(dir.db("reset.db"), o);
+    std::ostringstream first_users_log;
+    {
+        auto sql = pool.acquire();
+        sql->set_log_stream(&first_users_log);
+        sql->uppercase_column_names(true);
+        sql->set_query_transformation([](const std::string&) { return std::string("select 2"); });
+        int two = 0;
+        *sql << "select 1", soci::into(two);
+        CHECK(two == 2);
+    }
+    auto sql = pool.acquire();
+    const auto logged = first_users_log.str();
+    int one = 0;
+    *sql << "select 1 as n", soci::into(one);
+    CHECK(one == 1);                        // no transformation left over
+    CHECK(first_users_log.str() == logged); // nothing written to the first user's log
+    soci::row r;
+    *sql << "select 1 as n", soci::into(r);
+    CHECK(r.get_properties(0).get_name() == "n"); // not upper-cased
+    CHECK(pool.stats().resets == 1);
 }

@@ -109,3 +109,11 @@ TEST_CASE("a negative acquire timeout is rejected") {
     CHECK_THROWS_AS((void)p.acquire(-1ms), std::invalid_argument);
     CHECK(f.server->connects == 0);
 }
+
+TEST_CASE("a max_size beyond any server's limit is rejected, naming the field") {
+    warmpool::options o;
+    o.max_size = static_cast<std::size_t>(-1);
+    CHECK(rejection(o).find("options::max_size") != std::string::npos);
+    o.max_size = warmpool::options::max_max_size;
+    CHECK(rejection(o).empty());
+}

@@ -362,3 +362,31 @@ TEST_CASE("acquire(milliseconds::max()) waits as long as it takes") {
     t.join();
     CHECK(served.load());
 }
+
+TEST_CASE("a pool destroyed right after close() waits for the waiters it woke to leave") {
+    fixture f;
+    manual_clock::set_auto_advance(false);
+    warmpool::options o;
+    o.max_size = 1;
+    auto p = std::make_unique<pool>(f.server, o);
+    auto held = p->acquire();
+    std::atomic<int> closed_out{0};
+    std::vector<std::thread> waiters;
+    for (int i = 0; i < 3; ++i) {
+        waiters.emplace_back([&] {
+            try {
+                (void)p->acquire();
+            } catch (const warmpool::pool_closed&) {
+                ++closed_out;
+            }
+        });
+    }
+    until_waiting(*p, 3);
+    p->close();
+    held.release();
+    p.reset(); // must not free the pool while a woken waiter is still inside acquire()
+    for (auto& t : waiters) {
+        t.join();
+    }
+    CHECK(closed_out.load() == 3);
+}

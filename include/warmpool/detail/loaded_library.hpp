@@ -37,6 +37,10 @@
 #include <vector>
 
 #include <dlfcn.h>
+
+// Token pasting for the per-mode inline namespaces of the SOCI adapter (see warmpool/soci.hpp).
+#define WARMPOOL_DETAIL_CAT_(a, b) a##b
+#define WARMPOOL_DETAIL_CAT(a, b) WARMPOOL_DETAIL_CAT_(a, b)
 #if __has_include(<link.h>) && !defined(__APPLE__)
 #include <link.h>
 #define WARMPOOL_DETAIL_HAS_DL_ITERATE_PHDR 1

@@ -91,8 +91,13 @@
 
 #include <chrono>
 
+#define WARMPOOL_DETAIL_SOCI_MY_MODE WARMPOOL_DETAIL_CAT(soci_my_mode_, WARMPOOL_SOCI_MYSQL_NATIVE)
+
 namespace warmpool {
 namespace detail {
+// How this translation unit reaches the client library is part of the names (see
+// "One program, one mode" in warmpool/soci.hpp).
+inline namespace WARMPOOL_DETAIL_SOCI_MY_MODE {
 namespace soci_my {
 
 #if defined(WARMPOOL_DETAIL_SOCI_MYSQL_MISSING)
@@ -221,7 +226,8 @@ inline const functions* api() noexcept {
 
 /// What the connect error says when api() is nullptr.
 inline constexpr const char* unresolved =
-    "MariaDB Connector/C's functions (mysql_get_socket, mysql_send_query, ...) were not found in "
+    "MariaDB Connector/C's functions (mysql_get_socket, mysql_send_query, ...) were not found "
+    "in "
     "this process, so the native checks cannot run (looked in the global scope, SOCI's "
     "libsoci_mysql and libmariadb.so*). Link libmariadb and soci_mysql and define "
     "WARMPOOL_SOCI_MYSQL=1, or define WARMPOOL_SOCI_MYSQL=0 for the portable fallback";
@@ -449,5 +455,6 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 #endif // WARMPOOL_SOCI_MYSQL_NATIVE
 
 } // namespace soci_my
+} // namespace WARMPOOL_DETAIL_SOCI_MY_MODE
 } // namespace detail
 } // namespace warmpool

@@ -66,8 +66,14 @@
 
 #include <chrono>
 
+#define WARMPOOL_DETAIL_SOCI_PG_MODE                                                               \
+    WARMPOOL_DETAIL_CAT(soci_pg_mode_, WARMPOOL_SOCI_POSTGRESQL_NATIVE)
+
 namespace warmpool {
 namespace detail {
+// How this translation unit reaches the client library is part of the names (see
+// "One program, one mode" in warmpool/soci.hpp).
+inline namespace WARMPOOL_DETAIL_SOCI_PG_MODE {
 namespace soci_pg {
 
 #if defined(WARMPOOL_DETAIL_SOCI_POSTGRESQL_MISSING)
@@ -353,5 +359,6 @@ inline std::string parse_error(const std::string& conninfo) {
 #endif // WARMPOOL_SOCI_POSTGRESQL_NATIVE
 
 } // namespace soci_pg
+} // namespace WARMPOOL_DETAIL_SOCI_PG_MODE
 } // namespace detail
 } // namespace warmpool

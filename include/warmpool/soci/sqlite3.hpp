@@ -59,8 +59,14 @@
 
 #include <chrono>
 
+#define WARMPOOL_DETAIL_SOCI_LITE_MODE                                                             \
+    WARMPOOL_DETAIL_CAT(soci_lite_mode_, WARMPOOL_SOCI_SQLITE3_NATIVE)
+
 namespace warmpool {
 namespace detail {
+// How this translation unit reaches the client library is part of the names (see
+// "One program, one mode" in warmpool/soci.hpp).
+inline namespace WARMPOOL_DETAIL_SOCI_LITE_MODE {
 namespace soci_lite {
 
 #if defined(WARMPOOL_DETAIL_SOCI_SQLITE3_MISSING)
@@ -229,5 +235,6 @@ inline bool reset(soci::session& s, std::chrono::milliseconds) noexcept {
 #endif // WARMPOOL_SOCI_SQLITE3_NATIVE
 
 } // namespace soci_lite
+} // namespace WARMPOOL_DETAIL_SOCI_LITE_MODE
 } // namespace detail
 } // namespace warmpool
