@@ -1092,13 +1092,15 @@ private:
     // frozen while the monotonic clock stood still (a paused VM, a suspended laptop) still shows
     // its real idle time on the wall clock, and a wall clock stepped backwards still leaves the
     // monotonic one. A wall-clock step can only cause a ping, never a close.
-    // A wall clock now behind the last use stepped back (during the idle time or the lease):
-    // it can no longer show a freeze, so the connection counts as idle long enough for a ping.
-    static ms suspect_idle(const slot& s, time_point now, wall_time_point wall) noexcept {
-        if (wall < s.last_used_wall) {
+    // A wall clock more than validation_window behind the last use was stepped back (during the
+    // idle time or the lease): it can no longer show a freeze, so the connection counts as idle
+    // long enough for a ping. Less than that is the two coarse clocks ticking apart (give-back
+    // derives the last use's wall time from the monotonic clock), not a step.
+    ms suspect_idle(const slot& s, time_point now, wall_time_point wall) const noexcept {
+        const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
+        if (walled < -opts_.validation_window) {
             return options::forever;
         }
-        const auto walled = std::chrono::duration_cast<ms>(wall - s.last_used_wall);
         return std::max(idle_since(s, now), walled);
     }
 

@@ -229,3 +229,20 @@ TEST_CASE("a real fork: the child connects anew and the parent keeps its connect
     CHECK(p.stats().forks == 0);
 }
 #endif
+
+TEST_CASE("stats() in a child shows the child's pool and announces the fork") {
+    fixture f;
+    warmpool::options o;
+    o.min_idle = 2;
+    pool p(f.server, f.recorded(o));
+    p.warm_up();
+    pretend_we_are_the_child();
+    const auto s = p.stats();
+    CHECK(s.open == 0);
+    CHECK(s.idle == 0);
+    CHECK(s.forks == 1);
+    CHECK(f.count(event_type::forked) == 1);
+    p.close();
+    CHECK(f.server->destroyed == 0);
+    CHECK(f.server->reap_abandoned() == 2);
+}

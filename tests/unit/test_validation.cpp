@@ -247,3 +247,19 @@ TEST_CASE("a wall-clock jump past idle_timeout forces a ping, never a close") {
     CHECK(l->pings == 1);
     CHECK(p.stats().closed_idle_timeout == 0);
 }
+
+TEST_CASE("a wall clock stepped back past the window forces a ping; coarse-clock jitter does not") {
+    fixture f;
+    auto o = no_expiry();
+    o.validation_window = 500ms;
+    pool p(f.server, o);
+    { auto l = p.acquire(); }
+    manual_clock::advance_wall_only(-4ms); // the coarse clocks tick apart by a few ms
+    {
+        auto l = p.acquire();
+        CHECK(l->pings == 0);
+    }
+    manual_clock::advance_wall_only(-1h); // a real step back: a later freeze could hide behind it
+    auto l = p.acquire();
+    CHECK(l->pings == 1);
+}
