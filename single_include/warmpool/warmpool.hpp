@@ -2855,19 +2855,27 @@ inline void* find(void* scope, const char* name) noexcept {
     return ::dlsym(scope, name);
 }
 
-/// Calls `fill(scope)` for each scope in turn until it returns true (it found every function
-/// it needs there). True when one did. Exceptions (out of memory) count as not found.
-template <class Fill>
-bool resolve(std::initializer_list<std::string_view> prefixes, Fill&& fill) noexcept {
-    try {
-        for (void* scope : scopes(prefixes)) {
-            if (fill(scope)) {
-                return true;
+/// A backend's table of functions, looked up once per table type (thread-safe, on first use):
+/// from the first scope where `fill` finds every function the table needs. nullptr when no
+/// scope has them all; exceptions (out of memory) count as not found.
+template <class Table>
+const Table* resolve_once(std::initializer_list<std::string_view> prefixes,
+                          bool (*fill)(Table&, void*) noexcept) noexcept {
+    static const Table* const resolved = [&]() noexcept -> const Table* {
+        static Table found;
+        try {
+            for (void* scope : scopes(prefixes)) {
+                Table candidate{};
+                if (fill(candidate, scope)) {
+                    found = candidate;
+                    return &found;
+                }
             }
+        } catch (...) {
         }
-    } catch (...) {
-    }
-    return false;
+        return nullptr;
+    }();
+    return resolved;
 }
 
 } // namespace loaded_library
@@ -3101,20 +3109,7 @@ inline const functions* api() noexcept {
     }();
     return &linked;
 #else
-    static const functions* const resolved = []() noexcept -> const functions* {
-        static functions found;
-        const bool ok =
-            loaded_library::resolve({"libsoci_mysql", "libmariadb.so"}, [](void* scope) {
-                functions f;
-                if (!fill(f, scope)) {
-                    return false;
-                }
-                found = f;
-                return true;
-            });
-        return ok ? &found : nullptr;
-    }();
-    return resolved;
+    return loaded_library::resolve_once<functions>({"libsoci_mysql", "libmariadb.so"}, &fill);
 #endif
 }
 
@@ -3502,20 +3497,7 @@ inline const functions* api() noexcept {
         &::PQtransactionStatus};
     return &linked;
 #else
-    static const functions* const resolved = []() noexcept -> const functions* {
-        static functions found;
-        const bool ok =
-            loaded_library::resolve({"libsoci_postgresql", "libpq.so"}, [](void* scope) {
-                functions f;
-                if (!fill(f, scope)) {
-                    return false;
-                }
-                found = f;
-                return true;
-            });
-        return ok ? &found : nullptr;
-    }();
-    return resolved;
+    return loaded_library::resolve_once<functions>({"libsoci_postgresql", "libpq.so"}, &fill);
 #endif
 }
 
@@ -3803,6 +3785,20 @@ struct functions {
     decltype(&sqlite_api::sqlite3_exec) exec = nullptr;
 };
 
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 2
+/// Fills the table from one scope; false when a function is missing there.
+inline bool fill(functions& f, void* scope) noexcept {
+    void* const autocommit = loaded_library::find(scope, "sqlite3_get_autocommit");
+    void* const exec = loaded_library::find(scope, "sqlite3_exec");
+    if (autocommit == nullptr || exec == nullptr) {
+        return false;
+    }
+    loaded_library::assign(f.get_autocommit, autocommit);
+    loaded_library::assign(f.exec, exec);
+    return true;
+}
+#endif
+
 /// The table, or nullptr when SQLite's functions cannot be found in this process. Resolved
 /// once, on first use, which is always with an SQLite session open.
 inline const functions* api() noexcept {
@@ -3810,22 +3806,7 @@ inline const functions* api() noexcept {
     static const functions linked{&sqlite_api::sqlite3_get_autocommit, &sqlite_api::sqlite3_exec};
     return &linked;
 #else
-    static const functions* const resolved = []() noexcept -> const functions* {
-        static functions found;
-        const bool ok =
-            loaded_library::resolve({"libsoci_sqlite3", "libsqlite3.so"}, [](void* scope) {
-                void* const autocommit = loaded_library::find(scope, "sqlite3_get_autocommit");
-                void* const exec = loaded_library::find(scope, "sqlite3_exec");
-                if (autocommit == nullptr || exec == nullptr) {
-                    return false;
-                }
-                loaded_library::assign(found.get_autocommit, autocommit);
-                loaded_library::assign(found.exec, exec);
-                return true;
-            });
-        return ok ? &found : nullptr;
-    }();
-    return resolved;
+    return loaded_library::resolve_once<functions>({"libsoci_sqlite3", "libsqlite3.so"}, &fill);
 #endif
 }
 

@@ -231,11 +231,23 @@ TEST_CASE("MySQL: the client library loaded by SOCI's loader is found" * skip_wi
     CHECK(warmpool::soci_traits::ping(*s, milliseconds{2'000}));
 }
 
+namespace {
+struct no_such_table {
+    void (*fn)() = nullptr;
+};
+bool fill_no_such_table(no_such_table& t, void* scope) noexcept {
+    void* const address = lib::find(scope, "warmpool_no_such_symbol");
+    if (address == nullptr) {
+        return false;
+    }
+    lib::assign(t.fn, address);
+    return true;
+}
+} // namespace
+
 TEST_CASE("looking for a library that is not loaded finds nothing and loads nothing") {
-    const bool found = lib::resolve({"libwarmpool_no_such_library"}, [](void* scope) {
-        return lib::find(scope, "warmpool_no_such_symbol") != nullptr;
-    });
-    CHECK_FALSE(found);
+    CHECK(lib::resolve_once<no_such_table>({"libwarmpool_no_such_library"}, &fill_no_such_table) ==
+          nullptr);
     CHECK_FALSE(loaded("libwarmpool_no_such_library"));
 }
 

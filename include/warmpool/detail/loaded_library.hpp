@@ -113,19 +113,27 @@ inline void* find(void* scope, const char* name) noexcept {
     return ::dlsym(scope, name);
 }
 
-/// Calls `fill(scope)` for each scope in turn until it returns true (it found every function
-/// it needs there). True when one did. Exceptions (out of memory) count as not found.
-template <class Fill>
-bool resolve(std::initializer_list<std::string_view> prefixes, Fill&& fill) noexcept {
-    try {
-        for (void* scope : scopes(prefixes)) {
-            if (fill(scope)) {
-                return true;
+/// A backend's table of functions, looked up once per table type (thread-safe, on first use):
+/// from the first scope where `fill` finds every function the table needs. nullptr when no
+/// scope has them all; exceptions (out of memory) count as not found.
+template <class Table>
+const Table* resolve_once(std::initializer_list<std::string_view> prefixes,
+                          bool (*fill)(Table&, void*) noexcept) noexcept {
+    static const Table* const resolved = [&]() noexcept -> const Table* {
+        static Table found;
+        try {
+            for (void* scope : scopes(prefixes)) {
+                Table candidate{};
+                if (fill(candidate, scope)) {
+                    found = candidate;
+                    return &found;
+                }
             }
+        } catch (...) {
         }
-    } catch (...) {
-    }
-    return false;
+        return nullptr;
+    }();
+    return resolved;
 }
 
 } // namespace loaded_library

@@ -152,20 +152,7 @@ inline const functions* api() noexcept {
         &::PQtransactionStatus};
     return &linked;
 #else
-    static const functions* const resolved = []() noexcept -> const functions* {
-        static functions found;
-        const bool ok =
-            loaded_library::resolve({"libsoci_postgresql", "libpq.so"}, [](void* scope) {
-                functions f;
-                if (!fill(f, scope)) {
-                    return false;
-                }
-                found = f;
-                return true;
-            });
-        return ok ? &found : nullptr;
-    }();
-    return resolved;
+    return loaded_library::resolve_once<functions>({"libsoci_postgresql", "libpq.so"}, &fill);
 #endif
 }
 

@@ -92,6 +92,20 @@ struct functions {
     decltype(&sqlite_api::sqlite3_exec) exec = nullptr;
 };
 
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 2
+/// Fills the table from one scope; false when a function is missing there.
+inline bool fill(functions& f, void* scope) noexcept {
+    void* const autocommit = loaded_library::find(scope, "sqlite3_get_autocommit");
+    void* const exec = loaded_library::find(scope, "sqlite3_exec");
+    if (autocommit == nullptr || exec == nullptr) {
+        return false;
+    }
+    loaded_library::assign(f.get_autocommit, autocommit);
+    loaded_library::assign(f.exec, exec);
+    return true;
+}
+#endif
+
 /// The table, or nullptr when SQLite's functions cannot be found in this process. Resolved
 /// once, on first use, which is always with an SQLite session open.
 inline const functions* api() noexcept {
@@ -99,22 +113,7 @@ inline const functions* api() noexcept {
     static const functions linked{&sqlite_api::sqlite3_get_autocommit, &sqlite_api::sqlite3_exec};
     return &linked;
 #else
-    static const functions* const resolved = []() noexcept -> const functions* {
-        static functions found;
-        const bool ok =
-            loaded_library::resolve({"libsoci_sqlite3", "libsqlite3.so"}, [](void* scope) {
-                void* const autocommit = loaded_library::find(scope, "sqlite3_get_autocommit");
-                void* const exec = loaded_library::find(scope, "sqlite3_exec");
-                if (autocommit == nullptr || exec == nullptr) {
-                    return false;
-                }
-                loaded_library::assign(found.get_autocommit, autocommit);
-                loaded_library::assign(found.exec, exec);
-                return true;
-            });
-        return ok ? &found : nullptr;
-    }();
-    return resolved;
+    return loaded_library::resolve_once<functions>({"libsoci_sqlite3", "libsqlite3.so"}, &fill);
 #endif
 }
 
