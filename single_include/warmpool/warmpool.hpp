@@ -855,7 +855,7 @@ public:
     /// A working connection, waiting up to options::acquire_timeout.
     /// Throws acquire_timeout, connect_error (permanent failure, or retries exhausted) or
     /// pool_closed.
-    [[nodiscard]] lease acquire() { return acquire(opts_.acquire_timeout); }
+    [[nodiscard]] lease acquire() { return *checkout(opts_.acquire_timeout, /*may_wait=*/true); }
 
     /// As acquire(), with `timeout` instead of options::acquire_timeout (milliseconds::max()
     /// waits as long as it takes). No ping and no connect attempt starts after the deadline, so
@@ -1109,8 +1109,8 @@ private:
     std::optional<lease> checkout(ms timeout, bool may_wait) {
         deadline dl{timeout};
         std::unique_lock<std::mutex> lock(mutex_);
-        notice_fork_locked();
-        if (unannounced_forks_ > 0) { // rare: announced at once, whatever this call ends in
+        if (fork_epoch_seen() != fork_epoch_) { // rare: announced at once, whatever comes next
+            forget_parent_locked();
             const auto forks = take_forks_locked();
             lock.unlock();
             announce(forks);
@@ -1489,30 +1489,16 @@ private:
             announce(forks);
             return;
         }
+        // Otherwise the slot was made in this process after the pool's last look at the fork
+        // count, which has not moved since: there is no fork to notice here.
         close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
-        if (why == close_reason::none && closed_.load(std::memory_order_relaxed)) {
-            why = close_reason::pool_closed; // about to close: no rollback or reset to send
-        }
         const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
-        std::uint64_t forks = 0;
-        bool forgotten = false;
         {
             std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
-            forks = take_forks_locked();
-            if (s->fork_epoch != fork_epoch_) { // the fork happened while tidying
-                forget_inherited_locked(s);
-                forgotten = true;
-            } else {
-                settle_locked(s, why, work, held, leak_returned, doomed);
-            }
-        }
-        announce(forks);
-        if (forgotten) {
-            return;
+            settle_locked(s, why, work, held, leak_returned, doomed);
         }
         if (opts_.on_event) {
             if (work.rolled_back) {
@@ -1543,8 +1529,12 @@ private:
         held = micros(now - s->leased_at);
         leak_returned = s->leak_reported;
         s->leak_reported = false;
-        stats_.rollbacks += work.rolled_back ? 1 : 0;
-        stats_.resets += work.reset ? 1 : 0;
+        if (work.rolled_back) {
+            ++stats_.rollbacks;
+        }
+        if (work.reset) {
+            ++stats_.resets;
+        }
         if (why == close_reason::none && closed_) {
             why = close_reason::pool_closed;
         } else if (why == close_reason::none && now >= s->expires) {
@@ -1616,13 +1606,13 @@ private:
                 s->idle = false;
                 w->handed = s;
                 w->cv.notify_one();
-                wake_front_for_idle_locked();
+                wake_front_for_idle_locked(); // another may be idle, left for this one
                 return;
             }
+            w->cv.notify_one(); // the connection goes to idle_ below: the front waiter takes it
         }
         s->idle = true;
         idle_.push_back(s);
-        wake_front_for_idle_locked();
     }
 
     // Keeps one promise: while a connection is idle and callers are queued, the longest waiter
@@ -1724,11 +1714,13 @@ private:
     // the destructor. The condition variable a parent thread may have been waiting on is never
     // destroyed: that would wait forever for a waiter that does not exist in this process.
     void notice_fork_locked() {
-        const auto epoch = fork_epoch_seen();
-        if (epoch == fork_epoch_) {
-            return;
+        if (fork_epoch_seen() != fork_epoch_) { // one relaxed load on every call: keep it inline
+            forget_parent_locked();
         }
-        fork_epoch_ = epoch;
+    }
+
+    void forget_parent_locked() {
+        fork_epoch_ = fork_epoch_seen();
         for (auto& p : all_) {
             if (p->idle) {
                 (void)p->conn.release();
@@ -1836,9 +1828,18 @@ private:
 
     // Forks noticed under the lock are announced (event_type::forked) once it is released, by
     // whichever call noticed them: one event per fork, as pool_stats::forks counts them.
-    std::uint64_t take_forks_locked() noexcept { return std::exchange(unannounced_forks_, 0); }
+    // Reads before it writes: on the warm path there is nothing to take, and no store to make.
+    std::uint64_t take_forks_locked() noexcept {
+        return unannounced_forks_ == 0 ? 0 : std::exchange(unannounced_forks_, 0);
+    }
 
     void announce(std::uint64_t forks) const noexcept {
+        if (forks != 0) { // rare: kept out of line, off the warm path
+            announce_slow(forks);
+        }
+    }
+
+    void announce_slow(std::uint64_t forks) const noexcept {
         for (; forks > 0; --forks) {
             emit({event_type::forked, 0, close_reason::none, {}, {}});
         }
@@ -1926,8 +1927,8 @@ private:
     std::deque<waiter*> waiters_;            // first come, first served
     std::size_t connecting_ = 0;             // capacity held by connects in progress
     std::size_t closing_ = 0;                // capacity held by closes in progress
-    // Written under the lock; give_back() also reads it without, to skip the rollback and reset
-    // of a connection it is about to close anyway.
+    // Written under the lock; read without it where a stale answer only delays the outcome by
+    // one step (before a connect attempt, after warm_up's connect).
     std::atomic<bool> closed_{false};
     std::uint64_t unannounced_forks_ = 0; // noticed, forked event not yet sent
     std::uint64_t last_id_ = 0;
