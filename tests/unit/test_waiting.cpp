@@ -390,3 +390,24 @@ TEST_CASE("a pool destroyed right after close() waits for the waiters it woke to
     }
     CHECK(closed_out.load() == 3);
 }
+
+TEST_CASE("a connection warm_up() opens while close() runs is closed, not left open") {
+    fixture f;
+    std::atomic<pool*> self{nullptr};
+    warmpool::options o;
+    o.min_idle = 2;
+    o.on_event = [&](const warmpool::event& e) {
+        if (e.type == warmpool::event_type::connected && self.load() != nullptr) {
+            self.load()->close(); // close() runs between the connect and its pooling
+        }
+    };
+    pool p(f.server, o);
+    self = &p;
+    CHECK_THROWS_AS(p.warm_up(), warmpool::pool_closed);
+    CHECK(f.server->opened == 1); // the second connection of min_idle is never opened
+    CHECK(f.server->open_now == 0);
+    const auto s = p.stats();
+    CHECK(s.open == 0);
+    CHECK(s.created == 1);
+    CHECK(s.closed_pool_closed == 1);
+}
