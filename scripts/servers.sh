@@ -15,8 +15,19 @@
 #
 # What the tests get (all exported):
 #   WARMPOOL_TEST_PG, WARMPOOL_TEST_POSTGRESQL   SOCI connect string of the PostgreSQL server
-#   WARMPOOL_TEST_MYSQL                          SOCI connect string of the MariaDB server
-#   WARMPOOL_TEST_PGBOUNCER                      SOCI connect string through PgBouncer
+#                                                (plain TCP: sslmode=disable)
+#   WARMPOOL_TEST_MYSQL                          SOCI connect string of the MariaDB server (plain)
+#   WARMPOOL_TEST_PGBOUNCER                      SOCI connect string through PgBouncer (plain)
+#   WARMPOOL_TEST_PG_TLS      the PostgreSQL server over TLS: role warmpool_tls, which pg_hba.conf
+#                             admits only over TLS (hostssl), sslmode=verify-full against the CA
+#   WARMPOOL_TEST_MYSQL_TLS   the MariaDB server over TLS: user warmpool_tls, created REQUIRE SSL,
+#                             sslca=the CA (which turns TLS on in Connector/C)
+#   WARMPOOL_TEST_TLS_CA      the throwaway CA's certificate (PEM) both servers' certificates
+#                             chain to
+# Both servers accept TLS and plain connections on the same port. The CA and the server
+# certificate (CN 127.0.0.1, SAN IP:127.0.0.1 and DNS:localhost, EC P-256, valid two days) are
+# made fresh at every start, in $WARMPOOL_TEST_SERVERS_DIR/tls; the CA's key is deleted once it
+# signed, and each server reads its own copy of the server key (mode 0600, owned by its user).
 #   WARMPOOL_TEST_PG_CTL, WARMPOOL_TEST_MYSQL_CTL, WARMPOOL_TEST_PGBOUNCER_CTL
 #       a command taking one argument, for tests that break the server on purpose:
 #         stop       clean shutdown, waits until it is down
@@ -94,6 +105,68 @@ _wps_fail() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# A throwaway CA and a server certificate signed by it, for both servers' TLS. EC P-256 keys:
+# generated in milliseconds, where RSA would slow every start. Two days of validity: long
+# enough for a test run, short enough that a leaked file is worth nothing. The CA's key is
+# deleted once it signed, so nothing else can ever be issued under this CA.
+_wps_make_tls() {
+    local dir="$WARMPOOL_TEST_SERVERS_DIR/tls"
+    if ! command -v openssl >/dev/null 2>&1; then
+        _wps_fail "openssl not found (Debian: openssl); the servers need it for their TLS certificates"
+        return 1
+    fi
+    mkdir -p "$dir"
+    # Our own configuration, not the system's openssl.cnf: the same certificates everywhere.
+    cat >"$dir/openssl.cnf" <<'CNF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+[ca_ext]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server_ext]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+CNF
+    local serial
+    serial="0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+    if ! (
+        set -e
+        cd "$dir"
+        openssl req -x509 -new -config openssl.cnf -extensions ca_ext -newkey ec \
+            -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 \
+            -subj "/CN=warmpool throwaway test CA"
+        openssl req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+            -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial "$serial" -days 2 \
+            -extfile openssl.cnf -extensions server_ext -out server.crt
+        rm -f ca.key server.csr
+        chmod 644 ca.crt server.crt
+        chmod 600 server.key
+    ) >"$dir/openssl.log" 2>&1; then
+        _wps_fail "making the TLS certificates failed" "$dir/openssl.log"
+        return 1
+    fi
+    export WARMPOOL_TEST_TLS_CA="$dir/ca.crt"
+}
+
+# Copies the server key where a server reads it: mode 0600 and owned by the server's user, which
+# PostgreSQL insists on, and MariaDB needs to read it at all.
+_wps_install_key() {
+    local user="$1" to="$2"
+    install -m 600 "$WARMPOOL_TEST_SERVERS_DIR/tls/server.key" "$to"
+    if [[ "$(id -u)" == 0 ]]; then
+        chown "$user:" "$to"
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
 _wps_start_postgresql() {
     local pg_bin port="$1" dir="$WARMPOOL_TEST_SERVERS_DIR/postgresql"
     pg_bin="$(_wps_pg_bin)" || { _wps_fail "PostgreSQL's initdb/pg_ctl not found (Debian: postgresql)"; return 1; }
@@ -105,8 +178,22 @@ _wps_start_postgresql() {
         _wps_fail "PostgreSQL initdb failed" "$dir/initdb.log"
         return 1
     fi
+    # TLS on the same port as plain TCP; which a client gets is its sslmode's choice, and
+    # pg_hba.conf's for role warmpool_tls: TLS only.
+    _wps_install_key postgres "$dir/server.key"
+    cat - "$data/pg_hba.conf" >"$data/pg_hba.conf.new" <<HBA
+# warmpool's tests: role warmpool_tls proves a session is encrypted, so it gets in over TLS only.
+hostnossl all warmpool_tls all reject
+hostssl all warmpool_tls 127.0.0.1/32 trust
+HBA
+    mv "$data/pg_hba.conf.new" "$data/pg_hba.conf"
+    if [[ "$(id -u)" == 0 ]]; then
+        chown postgres: "$data/pg_hba.conf"
+    fi
     # fsync off: a test server's data is thrown away, and the tests restart it often.
     local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=50 -c fsync=off"
+    opts+=" -c ssl=on -c ssl_cert_file=$WARMPOOL_TEST_SERVERS_DIR/tls/server.crt"
+    opts+=" -c ssl_key_file=$dir/server.key"
     cat >"$WARMPOOL_TEST_SERVERS_DIR/pg_ctl" <<CTL
 #!/usr/bin/env bash
 # Controls the PostgreSQL server of warmpool's tests (see scripts/servers.sh).
@@ -141,11 +228,22 @@ CTL
         sleep 0.5
     done
     if ! "$pg_bin/psql" -X -q -h 127.0.0.1 -p "$port" -U warmpool -d postgres \
-        -c "create database warmpool_test" >>"$dir/setup.log" 2>&1; then
+        -c "create database warmpool_test" -c "create role warmpool_tls login superuser" \
+        >>"$dir/setup.log" 2>&1; then
         _wps_fail "PostgreSQL on 127.0.0.1:$port accepts no connections" "$log"
         return 1
     fi
-    export WARMPOOL_TEST_PG="postgresql://host=127.0.0.1 port=$port dbname=warmpool_test user=warmpool"
+    local tls="host=127.0.0.1 port=$port dbname=warmpool_test user=warmpool_tls"
+    tls+=" sslmode=verify-full sslrootcert=$WARMPOOL_TEST_TLS_CA"
+    if ! "$pg_bin/psql" -X -q "$tls" -Atc "select 1 from pg_stat_ssl where pid = pg_backend_pid() and ssl" \
+        2>>"$dir/setup.log" | grep -qx 1; then
+        _wps_fail "PostgreSQL on 127.0.0.1:$port refuses TLS (sslmode=verify-full) for role warmpool_tls" "$dir/setup.log"
+        return 1
+    fi
+    # sslmode=disable: the default (prefer) would take TLS now that the server offers it, and
+    # every other test means plain TCP.
+    export WARMPOOL_TEST_PG="postgresql://host=127.0.0.1 port=$port dbname=warmpool_test user=warmpool sslmode=disable"
+    export WARMPOOL_TEST_PG_TLS="postgresql://$tls"
     export WARMPOOL_TEST_POSTGRESQL="$WARMPOOL_TEST_PG"
     export WARMPOOL_TEST_PG_CTL="$WARMPOOL_TEST_SERVERS_DIR/pg_ctl"
     export WARMPOOL_TEST_PG_PORT="$port"
@@ -183,7 +281,11 @@ _wps_start_mariadb() {
         _wps_fail "mariadb-install-db failed" "$dir/install.log"
         return 1
     fi
+    _wps_install_key "$run_user" "$dir/server.key"
+    local tls_dir="$WARMPOOL_TEST_SERVERS_DIR/tls"
     local start_cmd="$mysqld --no-defaults --datadir=$data --socket=$sock --port=$port"
+    # TLS on the same port; user warmpool_tls must use it (REQUIRE SSL), user warmpool need not.
+    start_cmd+=" --ssl-cert=$tls_dir/server.crt --ssl-key=$dir/server.key --ssl-ca=$tls_dir/ca.crt"
     start_cmd+=" --bind-address=127.0.0.1 --pid-file=$pidf --log-error=$log --skip-name-resolve"
     start_cmd+=" --skip-log-bin --innodb-buffer-pool-size=64M --max-connections=100 ${user_opt[*]}"
     cat >"$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl" <<CTL
@@ -217,7 +319,8 @@ restart) stop && start ;;
 kill) p="\$(pid)"; [[ -n "\$p" ]] && kill -KILL "\$p" && wait_down "\$p" ;;
 terminate)
     "$client" --no-defaults --socket="$sock" -uroot -N -e \
-        "select concat('KILL ', id, ';') from information_schema.processlist where user = 'warmpool'" |
+        "select concat('KILL ', id, ';') from information_schema.processlist
+         where user in ('warmpool', 'warmpool_tls')" |
         "$client" --no-defaults --socket="$sock" -uroot -f >/dev/null 2>&1 || true ;;
 status) up ;;
 *) echo "usage: \$0 start|stop|restart|kill|terminate|status" >&2; exit 2 ;;
@@ -228,15 +331,19 @@ CTL
         _wps_fail "MariaDB did not start on 127.0.0.1:$port" "$log"
         return 1
     fi
-    local password="warmpool-test"
+    local password="warmpool-test" tls_password="warmpool-tls-test"
     if ! "$client" --no-defaults --socket="$sock" -uroot >"$dir/setup.log" 2>&1 <<SQL; then
 CREATE DATABASE warmpool_test;
 CREATE USER 'warmpool'@'127.0.0.1' IDENTIFIED BY '$password';
 CREATE USER 'warmpool'@'localhost' IDENTIFIED BY '$password';
 GRANT ALL PRIVILEGES ON *.* TO 'warmpool'@'127.0.0.1';
 GRANT ALL PRIVILEGES ON *.* TO 'warmpool'@'localhost';
+CREATE USER 'warmpool_tls'@'127.0.0.1' IDENTIFIED BY '$tls_password' REQUIRE SSL;
+CREATE USER 'warmpool_tls'@'localhost' IDENTIFIED BY '$tls_password' REQUIRE SSL;
+GRANT ALL PRIVILEGES ON *.* TO 'warmpool_tls'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO 'warmpool_tls'@'localhost';
 SQL
-        _wps_fail "MariaDB setup (database warmpool_test, user warmpool) failed" "$dir/setup.log"
+        _wps_fail "MariaDB setup (database warmpool_test, users warmpool and warmpool_tls) failed" "$dir/setup.log"
         return 1
     fi
     if ! "$client" --no-defaults -h 127.0.0.1 -P "$port" -uwarmpool -p"$password" warmpool_test \
@@ -244,7 +351,16 @@ SQL
         _wps_fail "MariaDB on 127.0.0.1:$port refuses user warmpool" "$dir/setup.log"
         return 1
     fi
+    if ! "$client" --no-defaults -h 127.0.0.1 -P "$port" -uwarmpool_tls -p"$tls_password" \
+        --ssl-ca="$tls_dir/ca.crt" --ssl-verify-server-cert warmpool_test -N \
+        -e "show status like 'Ssl_cipher'" 2>>"$dir/setup.log" | grep -q 'Ssl_cipher[[:space:]]*[^[:space:]]'; then
+        _wps_fail "MariaDB on 127.0.0.1:$port refuses TLS for user warmpool_tls" "$dir/setup.log"
+        return 1
+    fi
     export WARMPOOL_TEST_MYSQL="mysql://host=127.0.0.1 port=$port db=warmpool_test user=warmpool password=$password"
+    # SOCI 4.0.3 passes sslca (with sslcert and sslkey, if given) to mysql_ssl_set, which turns
+    # TLS on and makes Connector/C check the server's certificate chain against that CA.
+    export WARMPOOL_TEST_MYSQL_TLS="mysql://host=127.0.0.1 port=$port db=warmpool_test user=warmpool_tls password=$tls_password sslca=$tls_dir/ca.crt"
     export WARMPOOL_TEST_MYSQL_CTL="$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl"
     export WARMPOOL_TEST_MYSQL_PORT="$port"
     export WARMPOOL_TEST_MYSQL_LOG="$log"
@@ -340,6 +456,9 @@ warmpool_servers_start() {
     WARMPOOL_TEST_SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/warmpool-servers.XXXXXX")"
     chmod 755 "$WARMPOOL_TEST_SERVERS_DIR" # the server users must reach their subdirectories
     read -r pg_port my_port pb_port <<<"$(_wps_free_ports 3)"
+    if [[ " $wanted " == *" postgresql "* || " $wanted " == *" mariadb "* ]]; then
+        _wps_make_tls || return 1
+    fi
     local started_pg=""
     if [[ " $wanted " == *" postgresql "* ]]; then
         if _wps_start_postgresql "$pg_port"; then started_pg="$pg_port"; else status=1; fi
