@@ -27,8 +27,20 @@ if(TARGET warmpool_soci)
             DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
 endif()
 
+# The installed config also includes warmpoolLambda.cmake, so find_package(warmpool) gives
+# warmpool_lambda_package() (docs/lambda.md). The line is added to a copy of the template.
+file(READ "${CMAKE_CURRENT_LIST_DIR}/warmpoolConfig.cmake.in" _warmpool_config_template)
+string(APPEND _warmpool_config_template "
+# warmpool_lambda_package(<target>): packs an executable into a zip for AWS Lambda.
+include(\"\${CMAKE_CURRENT_LIST_DIR}/warmpoolLambda.cmake\")
+")
+file(WRITE "${PROJECT_BINARY_DIR}/CMakeFiles/warmpoolConfig.cmake.in"
+     "${_warmpool_config_template}")
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
+             "${CMAKE_CURRENT_LIST_DIR}/warmpoolConfig.cmake.in")
+
 configure_package_config_file(
-    "${CMAKE_CURRENT_LIST_DIR}/warmpoolConfig.cmake.in"
+    "${PROJECT_BINARY_DIR}/CMakeFiles/warmpoolConfig.cmake.in"
     "${PROJECT_BINARY_DIR}/warmpoolConfig.cmake"
     INSTALL_DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
 write_basic_package_version_file(
@@ -40,6 +52,7 @@ install(FILES
         "${PROJECT_BINARY_DIR}/warmpoolConfig.cmake"
         "${PROJECT_BINARY_DIR}/warmpoolConfigVersion.cmake"
         "${CMAKE_CURRENT_LIST_DIR}/Findwarmpool_SOCI.cmake"
+        "${CMAKE_CURRENT_LIST_DIR}/warmpoolLambda.cmake"
         DESTINATION "${WARMPOOL_INSTALL_CMAKEDIR}")
 
 # pkg-config. The core needs only a C++17 compiler and threads. The prefix is written relative to

@@ -1,0 +1,49 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// The function's configuration: what Lambda and the deployer put in the environment, read once
+// at init and checked, so a mistake fails the init phase with a message instead of every
+// invocation.
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+namespace ledger_example {
+
+/// A setting is missing or malformed. The message names the variable and what to do; it never
+/// holds DATABASE's value (the connect string may hold a password).
+class config_error : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
+
+/// Everything but AWS_LAMBDA_RUNTIME_API, which main() reads first: without it no error can be
+/// reported to Lambda, and with it every other mistake can.
+struct config {
+    /// DATABASE: a SOCI connect string ("postgresql://host=… dbname=… user=… password=…",
+    /// "mysql://host=… db=… user=… password=…", "sqlite3://db=/tmp/ledger.db"). Secret: never
+    /// logged; log the pool's target() instead.
+    std::string database;
+
+    /// AWS_LAMBDA_MAX_CONCURRENCY: how many invocations this process serves at once (one
+    /// /next loop per thread, and as many pooled connections). 1 when unset.
+    unsigned concurrency = 1;
+
+    /// AWS_LAMBDA_INITIALIZATION_TYPE == "snap-start": the init phase ends in a snapshot.
+    bool snap_start = false;
+
+    /// WARMPOOL_DEADLINE_MARGIN_MS: how long before Lambda's own deadline an invocation gives
+    /// up, so that its error still reaches the Runtime API before Lambda cuts it off.
+    std::chrono::milliseconds deadline_margin{200};
+
+    // FLEET_POLICY (planned, not built): an opt-in policy shared by the function's instances,
+    // off with FLEET_POLICY=off. It will be read here and applied where the pool's options are
+    // chosen (pool_options() in main.cpp).
+
+    /// Reads and checks the environment. Throws config_error.
+    static config from_environment();
+};
+
+} // namespace ledger_example

@@ -1,0 +1,297 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+
+// An AWS Lambda function as a custom runtime (provided.al2023): the process Lambda starts as
+// `bootstrap`. It reads its settings, builds the pool, creates the ledger table, takes part in
+// SnapStart if asked, and then serves invocations from the Runtime API until Lambda stops it.
+// docs/lambda.md says how to build, package and deploy it.
+//
+//   config.hpp       the environment, read and checked once
+//   runtime_api.hpp  the Runtime API client (libcurl)
+//   ledger.hpp       the handler: one transaction per invocation, exactly once
+//   snapstart.hpp    the before-snapshot and after-restore steps
+//   shutdown.hpp     SIGTERM and ending the process
+
+#include "config.hpp"
+#include "ledger.hpp"
+#include "runtime_api.hpp"
+#include "shutdown.hpp"
+#include "snapstart.hpp"
+
+#include <warmpool/soci.hpp>
+
+#include <curl/curl.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using namespace ledger_example;
+using namespace std::chrono_literals;
+
+/// Connection opens and closes are rare and worth a line each; checkouts are not, and neither
+/// is each failed connect attempt (the error that ends the invocation carries the last one).
+void log_pool_event(const warmpool::event& e) {
+    const double ms = static_cast<double>(e.elapsed.count()) / 1000.0;
+    switch (e.type) {
+    case warmpool::event_type::connected:
+        std::fprintf(stderr, "pool: connection %llu opened in %.1f ms\n",
+                     static_cast<unsigned long long>(e.connection_id), ms);
+        break;
+    case warmpool::event_type::closed:
+        if (e.reason != warmpool::close_reason::pool_closed) { // the shutdown line counts those
+            const auto why = warmpool::to_string(e.reason);
+            std::fprintf(stderr, "pool: connection %llu closed (%.*s)\n",
+                         static_cast<unsigned long long>(e.connection_id),
+                         static_cast<int>(why.size()), why.data());
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/// The pool's options for a Lambda function, each chosen on purpose.
+warmpool::options pool_options(const config& cfg) {
+    // The serverless preset: lazy connect, no background thread, a ping after every thaw,
+    // transparent replacement of a dead connection, jittered connect retry. Each choice is
+    // restated below with its reason.
+    warmpool::options o = warmpool::options::single_slot();
+    // One connection per invocation served at once: one, unless AWS_LAMBDA_MAX_CONCURRENCY
+    // says otherwise.
+    o.max_size = cfg.concurrency;
+    // acquire() is used only at init, to create the table; each invocation calls
+    // acquire_until() with its own deadline instead. The init phase has 10 s in all: this
+    // leaves time to report a failure.
+    o.acquire_timeout = 7s;
+    // A connection given back less than 500 ms ago is handed out without a ping, so back-to-back
+    // invocations pay nothing. Anything older (a thaw, a quiet spell) is pinged first, and idle
+    // time counts wall-clock time too, so a freeze is noticed even if the monotonic clock
+    // stood still during it.
+    o.validation_window = 500ms;
+    // A ping slower than this on a live connection means trouble: the connection is replaced.
+    // Less time left before the deadline cuts it shorter.
+    o.validation_timeout = 1s;
+    // Never closed for idling: nothing runs while the process is frozen anyway, and after a
+    // thaw the ping decides. Closing by idle time would only force reconnects the ping shows
+    // are not needed.
+    o.idle_timeout = 0ms;
+    // Renewed about every 30 minutes (each 0-2.5 % sooner, at random), so a failover's new
+    // address or a rotated password takes effect without a restart.
+    o.max_lifetime = 30min;
+    // Connect retries: the first after at most 5 ms, doubling up to 500 ms, as many as the
+    // deadline allows. A server restarting is ridden out within one invocation when it can be.
+    o.connect_backoff_base = 5ms;
+    o.connect_backoff_cap = 500ms;
+    o.connect_attempts = 0;
+    // No housekeeping thread: its timer does not run while the process is frozen, and would
+    // fire at a random moment after a thaw. The pool tidies up during acquire and give-back.
+    o.background_housekeeping = false;
+    // No reset at give-back: the handler leaves no session state behind (SET LOCAL ends with
+    // the transaction, SET STATEMENT with the statement), so a round trip would buy nothing.
+    o.reset_on_release = false;
+    o.on_event = log_pool_event;
+    // FLEET_POLICY (planned): the opt-in fleet policy will adjust these options here, and
+    // leave them as they are with FLEET_POLICY=off.
+    return o;
+}
+
+/// The pool: built once per process at init, kept across invocations and through a snapshot.
+/// It connects nothing yet. Throws std::invalid_argument for a malformed DATABASE.
+warmpool::soci_pool& make_pool(const config& cfg) {
+    static warmpool::soci_pool pool(cfg.database, pool_options(cfg));
+    return pool;
+}
+
+void log_invocation(const invocation& inv, const outcome& out,
+                    std::chrono::steady_clock::duration took) {
+    const double ms = std::chrono::duration<double, std::milli>(took).count();
+    const std::string retried =
+        out.transactions > 1 ? " transactions=" + std::to_string(out.transactions) : "";
+    const std::string note = out.note.empty() ? "" : " (" + out.note + ")";
+    if (out.ok) {
+        std::fprintf(stderr, "invocation %s ok %s in %.1f ms%s%s\n", inv.request_id.c_str(),
+                     out.result.c_str(), ms, retried.c_str(), note.c_str());
+    } else {
+        std::fprintf(stderr, "invocation %s %s in %.1f ms%s: %s\n", inv.request_id.c_str(),
+                     out.error_type.c_str(), ms, retried.c_str(), out.error_message.c_str());
+    }
+}
+
+/// One loop: take an event, handle it, answer it; forever. Every invocation is answered, with
+/// its result or an error: none is left to time out.
+void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool::soci_pool& pool) {
+    int failed_polls = 0;
+    for (;;) {
+        invocation inv;
+        try {
+            inv = api.next();
+            failed_polls = 0;
+        } catch (const runtime_api_error& e) {
+            // A few tries, then give up (as the official runtimes do): a Runtime API that stops
+            // answering means the environment is going away, and Lambda starts a new one.
+            if (++failed_polls >= 3 || e.status() >= 500) {
+                end_process(pool, 1, std::string("the Runtime API failed: ") + e.what());
+            }
+            std::fprintf(stderr, "runtime: %s; trying again\n", e.what());
+            std::this_thread::sleep_for(100ms);
+            continue;
+        }
+        const auto started = std::chrono::steady_clock::now();
+        // Like the official runtimes, for the X-Ray SDK. Only with a single loop: setenv() while
+        // another thread reads the environment (libpq does, when it connects) is a data race.
+        if (cfg.concurrency == 1) {
+            if (inv.trace_id.empty()) {
+                unsetenv("_X_AMZN_TRACE_ID");
+            } else {
+                setenv("_X_AMZN_TRACE_ID", inv.trace_id.c_str(), 1);
+            }
+        }
+        outcome out;
+        if (inv.deadline) {
+            out = handler.handle(inv.request_id, inv.body, *inv.deadline - cfg.deadline_margin);
+        } else {
+            out.error_type = "InvalidInvocation";
+            out.error_message = "the Runtime API sent no valid Lambda-Runtime-Deadline-Ms header";
+        }
+        try {
+            if (out.ok) {
+                api.respond(inv.request_id, out.result);
+            } else {
+                api.fail(inv.request_id, {out.error_type, out.error_message});
+            }
+        } catch (const runtime_api_error& e) {
+            // 500 means the Runtime API is in a state it cannot recover from: exit promptly.
+            if (e.status() >= 500) {
+                end_process(pool, 1, std::string("the Runtime API failed: ") + e.what());
+            }
+            std::fprintf(stderr, "runtime: %s\n", e.what());
+        }
+        log_invocation(inv, out, std::chrono::steady_clock::now() - started);
+    }
+}
+
+/// Init failed: tell Lambda (it shows the error and retries the init) and exit non-zero.
+void report_init_error(runtime_api& api, const std::string& type, const std::string& message) {
+    std::fprintf(stderr, "init: %s: %s\n", type.c_str(), message.c_str());
+    try {
+        api.init_error({type, message});
+    } catch (const runtime_api_error& e) {
+        std::fprintf(stderr, "runtime: %s\n", e.what());
+    }
+}
+
+} // namespace
+
+int main() {
+    // First, before any thread exists: every thread inherits the blocked signals.
+    block_shutdown_signals();
+
+    const char* endpoint = std::getenv("AWS_LAMBDA_RUNTIME_API");
+    if (endpoint == nullptr || *endpoint == '\0') {
+        std::fprintf(stderr, "bootstrap: AWS_LAMBDA_RUNTIME_API is not set; Lambda sets it to the "
+                             "Runtime API's host:port (for a local run, start an emulator and "
+                             "point it there)\n");
+        return 1;
+    }
+    // Once per process, before any thread: curl_global_init() is not thread-safe.
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        std::fprintf(stderr, "bootstrap: curl_global_init failed\n");
+        return 1;
+    }
+    runtime_api runtime(endpoint); // this thread's client, used by the first loop too
+
+    config cfg;
+    try {
+        cfg = config::from_environment();
+    } catch (const config_error& e) {
+        report_init_error(runtime, "InvalidConfiguration", e.what());
+        return 1;
+    }
+    warmpool::soci_pool* pool = nullptr;
+    try {
+        pool = &make_pool(cfg);
+    } catch (const std::invalid_argument& e) {
+        report_init_error(runtime, "InvalidConfiguration", std::string("DATABASE: ") + e.what());
+        return 1;
+    }
+    // From here on the process ends through end_process(), which closes the pool first.
+    watch_for_shutdown(*pool);
+
+    ledger handler(*pool);
+    try {
+        handler.prepare();
+    } catch (const warmpool::connect_error& e) {
+        report_init_error(runtime, "warmpool.ConnectError", e.what());
+        end_process(*pool, 1, "init failed");
+    } catch (const warmpool::acquire_timeout& e) {
+        report_init_error(runtime, "warmpool.AcquireTimeout", e.what());
+        end_process(*pool, 1, "init failed");
+    } catch (const std::exception& e) {
+        report_init_error(runtime, "DatabaseError",
+                          std::string("creating the ledger table failed: ") + e.what());
+        end_process(*pool, 1, "init failed");
+    }
+    std::fprintf(stderr, "init: %s, %u loop%s, deadline margin %lld ms%s\n", pool->target().c_str(),
+                 cfg.concurrency, cfg.concurrency == 1 ? "" : "s",
+                 static_cast<long long>(cfg.deadline_margin.count()),
+                 cfg.snap_start ? ", SnapStart" : "");
+
+    if (cfg.snap_start) {
+        snapshot_steps steps;
+        // The server's connection slots are freed now rather than at its idle timeout, and no
+        // connection is frozen into the snapshot, where every restored copy would share it.
+        steps.before_snapshot("close idle connections", [pool] { pool->close_idle(); });
+        // Anything still open from before the snapshot is forgotten without a byte sent on its
+        // socket (other copies hold the same one), and the jitter generator is reseeded so the
+        // copies do not retry or expire connections in lockstep.
+        steps.after_restore("forget connections from before the snapshot",
+                            [pool] { pool->after_restore(); });
+        // Your own steps go here, e.g.:
+        //   steps.before_snapshot("flush the cache", [&] { cache.flush(); });
+        //   steps.after_restore("reload the secret", [&] { secret = fetch_secret(); });
+        try {
+            steps.run_before_snapshot();
+        } catch (const std::exception& e) {
+            report_init_error(runtime, "SnapStart.BeforeSnapshotFailed", e.what());
+            end_process(*pool, 1, "init failed");
+        }
+        try {
+            runtime.restore_next(); // the snapshot is taken while this waits
+        } catch (const runtime_api_error& e) {
+            end_process(*pool, 1, std::string("the Runtime API failed: ") + e.what());
+        }
+        try {
+            steps.run_after_restore();
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "restore: %s\n", e.what());
+            try {
+                runtime.restore_error({"SnapStart.AfterRestoreFailed", e.what()});
+            } catch (const runtime_api_error& api_error) {
+                std::fprintf(stderr, "runtime: %s\n", api_error.what());
+            }
+            end_process(*pool, 1, "the after-restore steps failed");
+        }
+    }
+
+    // The other loops, each with its own Runtime API client; this thread runs the first.
+    std::vector<std::thread> loops;
+    for (unsigned i = 1; i < cfg.concurrency; ++i) {
+        loops.emplace_back([&] {
+            try {
+                runtime_api own(endpoint);
+                serve(own, handler, cfg, *pool);
+            } catch (const std::exception& e) {
+                end_process(*pool, 1, std::string("a loop failed: ") + e.what());
+            }
+        });
+    }
+    serve(runtime, handler, cfg, *pool); // never returns
+}
