@@ -32,6 +32,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -147,6 +148,19 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     # HTTP/1.1 keeps the runtime's connection open across calls, as libcurl expects.
     protocol_version = "HTTP/1.1"
     server_version = "warmpool-runtime-api-emulator"
+    # A reply leaves in one write at the end of the request (handle_one_request flushes), with
+    # Nagle off: headers and body in two small writes would wait for the client's delayed ACK
+    # (40 ms on Linux) and show up as latency that is the emulator's, not the runtime's.
+    wbufsize = 1 << 16
+
+    def setup(self):
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle_expect_100(self):
+        ok = super().handle_expect_100()
+        self.wfile.flush()  # the client waits for the 100 before it sends the body
+        return ok
 
     def log_message(self, fmt, *args):
         env = self.server.environment
@@ -243,6 +257,8 @@ class Environment:
                   GET /runtime/restore/next before its first /next
     log_path      the process's stdout and stderr, and the emulator's request log, go there
     spawn         False: only serve the API (a runtime started by hand connects to `api`)
+    on_result     called with each Invocation once it has its outcome (from a server thread or
+                  the exit watcher; keep it short)
     """
 
     def __init__(
@@ -259,6 +275,7 @@ class Environment:
         port=0,
         spawn=True,
         log_requests=True,
+        on_result=None,
     ):
         self.command = list(command)
         self.extra_env = dict(env or {})
@@ -272,6 +289,7 @@ class Environment:
         self.port = port
         self.spawn = spawn
         self.log_requests = log_requests
+        self.on_result = on_result
 
         self._cond = threading.Condition()
         self._queue = collections.deque()
@@ -369,18 +387,25 @@ class Environment:
         )
         threading.Thread(target=self._watch_exit, name=f"{self.name}-wait", daemon=True).start()
 
+    def _finish(self, inv):
+        inv.done.set()
+        if self.on_result is not None:
+            self.on_result(inv)
+
     def _watch_exit(self):
         rc = self.proc.wait()
         with self._cond:
             self.t_exit = time.monotonic()
             self.returncode = rc
             self._log_line(f"process {self.proc.pid} exited: {_describe_returncode(rc)}")
-            for inv in list(self._inflight.values()):
+            lost = list(self._inflight.values())
+            for inv in lost:
                 inv.outcome = "lost"
-                inv.done.set()
             self._inflight.clear()
             self._cond.notify_all()
         self._exited.set()
+        for inv in lost:
+            self._finish(inv)
 
     def close(self):
         """Ends everything: the process (SIGKILL if still alive) and the API server."""
@@ -398,14 +423,15 @@ class Environment:
             self._server.shutdown()
             self._server.server_close()
         with self._cond:
+            ended = list(self._queue) + list(self._inflight.values())
             for inv in self._queue:
                 inv.outcome = "undelivered"
-                inv.done.set()
-            self._queue.clear()
             for inv in self._inflight.values():
                 inv.outcome = "lost"
-                inv.done.set()
+            self._queue.clear()
             self._inflight.clear()
+        for inv in ended:
+            self._finish(inv)
         if self._log:
             self._log.close()
             self._log = None
@@ -430,6 +456,27 @@ class Environment:
             self._queue.append(inv)
             self._cond.notify_all()
         return inv
+
+    def take_queued(self):
+        """Removes and returns the events not delivered yet (to hand them to another
+        environment, as Lambda does when it reclaims one)."""
+        with self._cond:
+            taken = list(self._queue)
+            self._queue.clear()
+            for inv in taken:
+                self.invocations.remove(inv)
+            return taken
+
+    def requeue(self, inv):
+        """Queues an Invocation taken from another environment (take_queued), keeping its
+        arrival time, so its latency includes the wait."""
+        with self._cond:
+            if self._closed:
+                raise EmulatorError(f"{self.name}: requeue after close()")
+            inv.env_name = self.name
+            self.invocations.append(inv)
+            self._queue.append(inv)
+            self._cond.notify_all()
 
     def wait_idle(self, timeout=10.0, waiting=None):
         """Waits until nothing is queued or in flight and `waiting` /next calls (default: the
@@ -676,7 +723,7 @@ class Environment:
         else:
             h._error(400, "InvalidRequestID", "Invalid request ID")
         if inv is not None:
-            inv.done.set()
+            self._finish(inv)
 
     def _serve_init_error(self, h, body):
         with self._cond:

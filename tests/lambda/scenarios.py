@@ -336,14 +336,15 @@ class Suite:
             e["work_ms"] = work_ms
         return e
 
-    def send(self, run, scenario, env, account, amount=None, work_ms=None, timeout_ms=10000):
-        """Invokes and waits; the result is checked against the expected balance."""
+    def send(self, run, scenario, env, account, amount=None, work_ms=None, timeout_ms=10000, group=""):
+        """Invokes and waits; the result is checked against the expected balance. `group` keeps
+        an invocation's latency apart in the report (TLS)."""
         if amount is None:
             amount = self.rng.randint(-500, 1000)
         inv = env.invoke(
             self.event(run, account, amount, work_ms),
             timeout_ms=timeout_ms,
-            meta={"account": account, "amount": amount, "work_ms": work_ms or 0, "scenario": scenario},
+            meta={"account": account, "amount": amount, "work_ms": work_ms or 0, "scenario": scenario, "group": group},
         )
         if not inv.wait(RESULT_WAIT_S):
             self.fail(run, scenario, f"expected a result within {RESULT_WAIT_S} s; none came: {inv.describe()}", env)
@@ -752,7 +753,7 @@ class Suite:
         try:
             acct = f"{run.prefix}tls"
             for _ in range(3):
-                self.send(run, sc, env, acct)
+                self.send(run, sc, env, acct, group="TLS")
             if not env.wait_idle(10):
                 self.fail(run, sc, f"expected the runtime back in /next; state {env.state()}", env)
                 return
@@ -764,9 +765,9 @@ class Suite:
             elif run.db.ssl_accepts() - before < 1:
                 self.fail(run, sc, "expected the server to count a TLS handshake (Ssl_accepts) for the runtime's connection; it counted none")
             self.freeze_for(run, sc, env, "terminate")
-            self.expect_kind(run, sc, self.send(run, sc, env, acct), "thaw")
+            self.expect_kind(run, sc, self.send(run, sc, env, acct, group="TLS"), "thaw")
             for _ in range(3):
-                self.send(run, sc, env, acct)
+                self.send(run, sc, env, acct, group="TLS")
             if self.alive_or_fail(run, sc, env):
                 self.sigterm(run, sc, env)
         finally:
@@ -864,40 +865,38 @@ class Suite:
     def report(self):
         out = {"run_id": self.run_id, "failures": self.failures, "notes": self.notes, "servers": {}}
         lines = ["", "Lambda example: invocation latency in ms (work_ms=0), from the emulator's side",
-                 f"  {'server':<11} {'kind':<8} {'count':>5} {'p50':>9} {'p99':>9} {'max':>9}"]
+                 f"  {'server':<15} {'kind':<8} {'count':>5} {'p50':>9} {'p99':>9} {'max':>9}"]
         for run in self.runs:
-            invs = [
-                inv
-                for env in run.environments
-                for inv in env.invocations
-                if not inv.meta.get("work_ms") and inv.meta.get("figures", True) and inv.outcome == "response"
-            ]
-            lat = summarize(invs)
-            extra = {}
-            for key, values in (("init", run.init_ms), ("sigterm_exit", run.sigterm_ms)):
+            groups = collections.defaultdict(list)
+            for env in run.environments:
+                for inv in env.invocations:
+                    if not inv.meta.get("work_ms") and inv.meta.get("figures", True) and inv.outcome == "response":
+                        label = run.db.label + (" " + inv.meta["group"] if inv.meta.get("group") else "")
+                        groups[label].append(inv)
+            for label in sorted(groups, key=len):
+                lat = summarize(groups[label])
+                out["servers"][label] = {"latency": lat, "invocations": len(groups[label])}
+                for kind in KINDS:
+                    s = lat.get(kind)
+                    if s:
+                        lines.append(f"  {label:<15} {kind:<8} {s['count']:>5} {s['p50_ms']:>9.2f} {s['p99_ms']:>9.2f} {s['max_ms']:>9.2f}")
+            entry = out["servers"].setdefault(run.db.label, {})
+            for key, values, text in (
+                ("init", run.init_ms, "init (spawn to first /next or /restore/next)"),
+                ("sigterm_exit", run.sigterm_ms, "SIGTERM to exit"),
+            ):
                 if values:
-                    extra[key] = {
+                    s = {
                         "count": len(values),
                         "p50_ms": round(percentile(values, 50), 3),
                         "p99_ms": round(percentile(values, 99), 3),
                         "max_ms": round(max(values), 3),
                     }
-            out["servers"][run.db.label] = {
-                "latency": lat,
-                **extra,
-                "deadline_error_margin_ms": run.deadline_margins_ms,
-                "invocations": len(invs),
-            }
-            for kind in KINDS:
-                s = lat.get(kind)
-                if s:
-                    lines.append(f"  {run.db.label:<11} {kind:<8} {s['count']:>5} {s['p50_ms']:>9.2f} {s['p99_ms']:>9.2f} {s['max_ms']:>9.2f}")
-            for key, label in (("init", "init (spawn to first /next)"), ("sigterm_exit", "SIGTERM to exit")):
-                s = extra.get(key)
-                if s:
-                    lines.append(f"  {run.db.label:<11} {label}: p50 {s['p50_ms']:.2f}, max {s['max_ms']:.2f} ({s['count']})")
+                    entry[key] = s
+                    lines.append(f"  {run.db.label:<15} {text}: p50 {s['p50_ms']:.2f}, max {s['max_ms']:.2f} ({s['count']})")
+            entry["deadline_error_margin_ms"] = run.deadline_margins_ms
             if run.deadline_margins_ms:
-                lines.append(f"  {run.db.label:<11} deadline errors posted {', '.join(str(m) for m in run.deadline_margins_ms)} ms before the deadline")
+                lines.append(f"  {run.db.label:<15} deadline errors posted {', '.join(str(m) for m in run.deadline_margins_ms)} ms before the deadline")
         print("\n".join(lines))
         if self.args.report:
             with open(self.args.report, "w") as f:
