@@ -3,6 +3,8 @@
 
 #include "ledger.hpp"
 
+#include "cutoff.hpp"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -360,6 +362,7 @@ ledger::tx_result ledger::post_entry(const std::string& request_id, const entry&
                                      wall_clock::time_point deadline) const {
     auto lease = pool_.acquire_until(deadline);
     soci::session& s = *lease;
+    cutoff guard(s, deadline); // declared after the lease: disarmed before it is given back
     long long balance = 0;
     try {
         begin(s, deadline);
@@ -382,6 +385,13 @@ ledger::tx_result ledger::post_entry(const std::string& request_id, const entry&
         // Past the deadline the invocation is reported failed, so it must not commit.
         remaining(deadline, "COMMIT");
     } catch (const soci::soci_error& err) {
+        guard.disarm();
+        if (guard.fired()) {
+            lease.invalidate();
+            throw failure("DeadlineExceeded",
+                          "the database did not answer before the deadline, so the connection "
+                          "was cut off there; nothing was committed");
+        }
         if (connection_lost(s, err)) {
             lease.invalidate();
             return {tx_result::state::lost_before_commit, 0, one_line(err.what())};
@@ -392,8 +402,11 @@ ledger::tx_result ledger::post_entry(const std::string& request_id, const entry&
         s.commit();
     } catch (const soci::soci_error& err) {
         // Whatever broke, this connection's state is unknown: the pool closes it.
+        guard.disarm();
         lease.invalidate();
-        return {tx_result::state::commit_unknown, 0, one_line(err.what())};
+        return {tx_result::state::commit_unknown, 0,
+                guard.fired() ? "the database did not answer COMMIT before the deadline"
+                              : one_line(err.what())};
     }
     return {tx_result::state::committed, balance, ""};
 }
@@ -402,6 +415,7 @@ ledger::lookup ledger::look_up(const std::string& request_id, const std::string&
                                wall_clock::time_point deadline) const {
     auto lease = pool_.acquire_until(deadline);
     soci::session& s = *lease;
+    const cutoff guard(s, deadline); // declared after the lease: disarmed before it goes back
     lookup found;
     long long rows = 0;
     begin(s, deadline);
@@ -466,11 +480,11 @@ outcome ledger::handle(const std::string& request_id, const std::string& event,
                 try {
                     found = look_up(request_id, e.account, deadline);
                 } catch (const std::exception& err) {
-                    throw failure("DatabaseError",
-                                  "COMMIT failed (" + a.why +
-                                      ") and checking whether it took effect failed too (" +
-                                      one_line(err.what()) +
-                                      "); retrying with the same request id is safe");
+                    throw failure(
+                        time_left(deadline).count() > 0 ? "DatabaseError" : "DeadlineExceeded",
+                        "COMMIT failed (" + a.why +
+                            ") and checking whether it took effect failed too (" +
+                            one_line(err.what()) + "); retrying with the same request id is safe");
                 }
                 if (found.exists) {
                     return answer(found.balance, "committed (confirmed after COMMIT failed)");

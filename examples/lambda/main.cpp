@@ -9,6 +9,7 @@
 //   config.hpp       the environment, read and checked once
 //   runtime_api.hpp  the Runtime API client (libcurl)
 //   ledger.hpp       the handler: one transaction per invocation, exactly once
+//   cutoff.hpp       the deadline enforced on a server that does not answer at all
 //   snapstart.hpp    the before-snapshot and after-restore steps
 //   shutdown.hpp     SIGTERM and ending the process
 
