@@ -19,6 +19,8 @@ enum class close_reason : std::uint8_t {
     invalidated, ///< the lease holder called lease::invalidate()
     pool_closed, ///< the pool was closed
     rejected_on_release, ///< the traits' reusable() (e.g. soci_config::on_release) said no
+    abandoned, ///< forgotten by abandon_connections() (a snapshot restore): nothing was sent on it
+    drained,   ///< closed while idle by close_idle() (e.g. before a snapshot)
 };
 
 /// A stable lower-case name for logs and metrics labels.
@@ -40,6 +42,10 @@ constexpr std::string_view to_string(close_reason r) noexcept {
         return "pool_closed";
     case close_reason::rejected_on_release:
         return "rejected_on_release";
+    case close_reason::abandoned:
+        return "abandoned";
+    case close_reason::drained:
+        return "drained";
     }
     return "unknown";
 }

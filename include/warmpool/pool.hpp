@@ -45,6 +45,11 @@ public:
     using clock_type = Clock;
     using connection_type = typename Traits::connection;
     using config_type = typename Traits::config;
+    using time_point = typename Clock::time_point;
+    /// The clock that keeps running while the process is frozen: std::chrono::system_clock for
+    /// std::chrono::steady_clock, or Clock::wall_clock (see warmpool/detail/clock.hpp).
+    using wall_clock = typename detail::wall_clock_of<Clock>::type;
+    using wall_time_point = typename wall_clock::time_point;
 
     class lease;
 
@@ -103,7 +108,9 @@ public:
     /// A working connection, waiting up to options::acquire_timeout.
     /// Throws acquire_timeout, connect_error (permanent failure, or retries exhausted) or
     /// pool_closed.
-    [[nodiscard]] lease acquire() { return *checkout(opts_.acquire_timeout, /*may_wait=*/true); }
+    [[nodiscard]] lease acquire() {
+        return *checkout(deadline{opts_.acquire_timeout}, /*may_wait=*/true);
+    }
 
     /// As acquire(), with `timeout` instead of options::acquire_timeout (milliseconds::max()
     /// waits as long as it takes). No ping and no connect attempt starts after the deadline, so
@@ -115,14 +122,36 @@ public:
                                         std::to_string(timeout.count()) + " ms; it must be >= 0");
         }
         // milliseconds::max() and the like mean "as long as it takes".
-        return *checkout(std::min(timeout, options::forever), /*may_wait=*/true);
+        return *checkout(deadline{std::min(timeout, options::forever)}, /*may_wait=*/true);
+    }
+
+    /// As acquire(), by an absolute deadline of the pool's clock: the wait, every ping (at most
+    /// min(validation_timeout, time left)), every connect attempt (given the time left as its
+    /// timeout) and every backoff pause end by it, and nothing starts after it. A deadline
+    /// already past still gets an idle connection that needs no round trip to be trusted.
+    [[nodiscard]] lease acquire_until(time_point deadline_at) {
+        return *checkout(absolute(deadline_at), /*may_wait=*/true);
+    }
+
+    /// As acquire_until(time_point), by the pool's wall clock (std::chrono::system_clock for
+    /// the default pool): e.g. AWS Lambda's Lambda-Runtime-Deadline-Ms. The deadline is turned
+    /// into the pool's clock once, at the call; a wall-clock step after that does not move it.
+    template <class WallTimePoint,
+              class = std::enable_if_t<std::is_same<WallTimePoint, wall_time_point>::value &&
+                                       !std::is_same<WallTimePoint, time_point>::value>>
+    [[nodiscard]] lease acquire_until(WallTimePoint deadline_at) {
+        const auto now = Clock::now();
+        const auto left = deadline_at - wall_clock::now();
+        const auto at =
+            left <= decltype(left)::zero() ? now : saturating_add(now, std::chrono::ceil<ms>(left));
+        return *checkout(absolute(at), /*may_wait=*/true);
     }
 
     /// A working connection if one is idle or may be opened now; std::nullopt when every
     /// connection is in use. Never waits for another user and never retries: it may ping an
     /// idle connection, or make one connect attempt (throwing connect_error if it fails).
     [[nodiscard]] std::optional<lease> try_acquire() {
-        return checkout(opts_.acquire_timeout, /*may_wait=*/false);
+        return checkout(deadline{opts_.acquire_timeout}, /*may_wait=*/false);
     }
 
     /// Opens connections until options::min_idle are open, now. Throws connect_error if one
@@ -206,6 +235,83 @@ public:
         destroy(std::move(doomed));
     }
 
+    // --- snapshot and restore ----------------------------------------------------------------
+    // A process restored from a memory snapshot (AWS Lambda SnapStart, a VM or container
+    // checkpoint) finds its connections' sockets dead or, worse, shared with every other copy
+    // restored from the same snapshot; its clocks may have jumped; and every copy holds the same
+    // random number generator state. Before the snapshot: close_idle(). After the restore:
+    // after_restore(). A forked child needs none of this: the pool notices fork() by itself.
+
+    /// Closes every idle connection now, politely (each backend's goodbye, bounded like any
+    /// close). Call it before a snapshot, so the server frees the slots at once instead of
+    /// keeping them until its idle timeout. Leases are untouched. close_reason::drained.
+    void close_idle() noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forks = take_forks_locked();
+            for (slot* s : idle_) {
+                s->close_why = close_reason::drained;
+                doomed.push_back(remove_locked(s));
+            }
+            idle_.clear();
+        }
+        announce(forks);
+        destroy(std::move(doomed));
+    }
+
+    /// Forgets every connection without sending anything on its socket (the peer is gone, or
+    /// shared with other restored copies; nothing may block on it): idle connections at once,
+    /// leased ones when given back, and connects under way when they finish. Each is counted
+    /// and reported closed with close_reason::abandoned; the traits' abandon() (if any) makes
+    /// its destruction silent. Later acquires open new connections.
+    void abandon_connections() noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forks = take_forks_locked();
+            abandon_epoch_.store(abandon_epoch_.load(std::memory_order_relaxed) + 1,
+                                 std::memory_order_relaxed);
+            for (slot* s : idle_) {
+                s->close_why = close_reason::abandoned;
+                doomed.push_back(remove_locked(s));
+            }
+            idle_.clear();
+        }
+        announce(forks);
+        destroy(std::move(doomed));
+    }
+
+    /// The world changed under the pool (a snapshot restore, a VM migration): reseeds the
+    /// jitter generator, so that copies restored from one snapshot do not back off or expire in
+    /// lockstep, and stops trusting the timestamps it kept. Every kept connection is pinged at
+    /// its next checkout whatever its idle time, its idle clock restarts now (a monotonic clock
+    /// that jumped could make it look fresh or ancient), and its lifetime ends no later than a
+    /// new jittered max_lifetime from now.
+    void world_changed() noexcept {
+        const auto fresh_seed = seed();
+        std::lock_guard<std::mutex> lock(mutex_);
+        rng_.seed(fresh_seed);
+        ++world_epoch_;
+        const auto now = detail::cheap_now<Clock>();
+        const auto wall = detail::cheap_now<wall_clock>();
+        for (slot* s : idle_) {
+            s->last_used = now;
+            s->last_used_wall = wall;
+            s->expires = std::min(s->expires, expiry_locked(now));
+        }
+    }
+
+    /// After a snapshot restore: abandon_connections(), then world_changed().
+    void after_restore() noexcept {
+        abandon_connections();
+        world_changed();
+    }
+
     /// A consistent snapshot of gauges and counters.
     [[nodiscard]] pool_stats stats() const {
         pool_stats s;
@@ -235,9 +341,6 @@ public:
     [[nodiscard]] const std::string& target() const noexcept { return target_; }
 
 private:
-    using time_point = typename Clock::time_point;
-    using wall_clock = typename detail::wall_clock_of<Clock>::type;
-    using wall_time_point = typename wall_clock::time_point;
     using ms = std::chrono::milliseconds;
 
     struct slot {
@@ -250,7 +353,10 @@ private:
         wall_time_point last_used_wall{};
         time_point leased_at{};
         wall_time_point leased_at_wall{}; // the wall clock read at checkout, for give_back()
-        bool idle = false;                // in idle_
+        std::chrono::microseconds acquire_wait{0}; // how long the lease's acquire took
+        std::uint64_t abandon_epoch = 0;           // abandon_connections() calls when it was opened
+        std::uint64_t world_epoch = 0;             // world_changed() calls when it was last checked
+        bool idle = false;                         // in idle_
         bool leak_reported = false;
         close_reason close_why = close_reason::none;
     };
@@ -265,12 +371,21 @@ private:
         time_point since{};       // when it started waiting, by Clock
     };
 
-    // When acquire() started needing the clock; read lazily so the warm path reads none.
+    // When acquire() started needing the clock; read lazily so the warm path reads none. An
+    // absolute deadline (acquire_until) is started from the outset.
     struct deadline {
         ms timeout;
+        bool hard = false; // acquire_until(): no ping, connect or pause may end after `at`
         bool started = false;
         time_point start{};
         time_point at{};
+
+        explicit deadline(ms t) noexcept : timeout(t) {}
+
+        // Time left at `now`, in whole milliseconds (zero or less: none).
+        ms left(time_point now) const noexcept {
+            return now >= at ? ms{0} : std::chrono::duration_cast<ms>(at - now);
+        }
 
         time_point get() {
             if (!started) {
@@ -281,6 +396,16 @@ private:
             return at;
         }
     };
+
+    static deadline absolute(time_point at) {
+        deadline dl{ms{0}};
+        dl.hard = true;
+        dl.started = true;
+        dl.start = Clock::now();
+        dl.at = at;
+        dl.timeout = dl.left(dl.start);
+        return dl;
+    }
 
     static options validated(options o) {
         o.validate();
@@ -354,8 +479,7 @@ private:
 
     // --- checkout ----------------------------------------------------------------------------
 
-    std::optional<lease> checkout(ms timeout, bool may_wait) {
-        deadline dl{timeout};
+    std::optional<lease> checkout(deadline dl, bool may_wait) {
         std::unique_lock<std::mutex> lock(mutex_);
         if (fork_epoch_seen() != fork_epoch_) { // rare: announced at once, whatever comes next
             forget_parent_locked();
@@ -392,19 +516,28 @@ private:
             s = wait_locked(lock, dl);
         }
         time_point now{};
+        bool distrust = false; // world_changed() since it was last checked
         if (s != nullptr) {
             now = detail::cheap_now<Clock>();
             s->leased_at = now;
             s->idle = false;
+            distrust = s->world_epoch != world_epoch_;
+            s->world_epoch = world_epoch_;
             ++stats_.acquired;
         }
         lock.unlock();
 
         if (s != nullptr) {
-            const close_reason bad = check(*s, now, dl);
+            const close_reason bad = check(*s, now, dl, distrust);
             if (bad == close_reason::none) {
                 acquired(*s, dl, waited);
                 return lease(this, s);
+            }
+            if (bad == no_time_to_check) {
+                unlease_unchecked(s, distrust);
+                throw_late(dl, " The deadline left no time to validate the idle connection "
+                               "(a ping takes up to validation_timeout, " +
+                                   std::to_string(opts_.validation_timeout.count()) + " ms).");
             }
             // The caller never sees a dead connection: close it and connect a replacement
             // with the same unit of capacity, so no one queued behind can take it.
@@ -433,6 +566,10 @@ private:
             return;
         }
         release_capacity();
+        throw_late(dl, why);
+    }
+
+    [[noreturn]] void throw_late(const deadline& dl, const std::string& why) {
         std::string message;
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -440,6 +577,26 @@ private:
             message = timeout_message_locked(dl.timeout);
         }
         throw acquire_timeout(message + why);
+    }
+
+    // An idle connection taken for a checkout that ran out of time before it could be checked:
+    // it goes back untouched, as if never taken.
+    void unlease_unchecked(slot* s, bool distrust) noexcept {
+        std::unique_ptr<slot> doomed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            --stats_.acquired;
+            if (distrust) {
+                s->world_epoch = world_epoch_ - 1; // still to be pinged at its next checkout
+            }
+            if (closed_) {
+                s->close_why = close_reason::pool_closed;
+                doomed = remove_locked(s);
+            } else {
+                hand_over_locked(s, detail::cheap_now<Clock>());
+            }
+        }
+        destroy_one(std::move(doomed));
     }
 
     // Blocks until this caller is handed a connection (returned), is granted capacity to connect
@@ -497,10 +654,16 @@ private:
         }
     }
 
+    // What check() answers when a ping was due but the deadline left no time for one: the
+    // connection is neither trusted nor condemned (never counted or reported as a close).
+    static constexpr close_reason no_time_to_check = static_cast<close_reason>(0xff);
+
     // Runs outside the lock on a connection taken from the idle list. Cheap checks first: the
     // expiry and the backend's local state cost nothing, the socket poll one system call, the
-    // ping a round trip.
-    close_reason check(slot& s, time_point now, deadline& dl) noexcept {
+    // ping a round trip, bounded by validation_timeout and by what is left of the deadline.
+    // `distrust`: world_changed() was called since the connection was last checked, so its
+    // idle time means nothing and it is pinged.
+    close_reason check(slot& s, time_point now, deadline& dl, bool distrust) noexcept {
         const auto wall = detail::cheap_now<wall_clock>();
         s.leased_at_wall = wall;
         if (now >= s.expires) {
@@ -512,17 +675,34 @@ private:
         const ms idle = suspect_idle(s, now, wall);
         connection_type& c = *s.conn;
         bool dead = Traits::is_broken(c);
+        bool must_ping = distrust || idle >= opts_.validation_window;
         const char* what = "the backend reported the connection broken";
-        if (!dead && idle >= opts_.socket_check_after && Traits::peer_closed(c)) {
-            dead = true;
-            what = "the server closed the connection while it was idle";
+        if (!dead && idle >= opts_.socket_check_after) {
+            switch (detail::to_peer_state(Traits::peer_closed(c))) {
+            case peer_state::closed:
+                dead = true;
+                what = "the server closed the connection while it was idle";
+                break;
+            case peer_state::unsure:
+                must_ping = true; // the socket shows something only a round trip can tell
+                break;
+            case peer_state::open:
+                break;
+            }
         }
-        if (!dead && idle >= opts_.validation_window) {
+        if (!dead && must_ping) {
             // The acquire deadline runs from here at the latest: a replacement connect after a
             // failed ping gets only what is left of it.
             (void)dl.get();
+            ms budget = opts_.validation_timeout;
+            if (dl.hard) {
+                budget = std::min(budget, dl.left(Clock::now()));
+                if (budget.count() <= 0) {
+                    return no_time_to_check;
+                }
+            }
             count([](pool_stats& st) { ++st.pings; });
-            if (!Traits::ping(c, opts_.validation_timeout)) {
+            if (!Traits::ping(c, budget)) {
                 dead = true;
                 what = "the ping failed or timed out";
             }
@@ -536,11 +716,14 @@ private:
         return close_reason::validation_failed;
     }
 
+    // The acquire's duration goes into pool_stats::acquire_time when the lease comes back,
+    // under the lock give-back takes anyway: recording it now would cost the warm path a lock.
+    // A checkout that neither waited, pinged nor connected read no clock and counts as 0.
     void acquired(slot& s, deadline& dl, bool waited) noexcept {
+        s.acquire_wait =
+            (waited || dl.started) ? micros(Clock::now() - dl.start) : std::chrono::microseconds{0};
         if (opts_.on_event) {
-            const auto w = (waited || dl.started) ? micros(Clock::now() - dl.start)
-                                                  : std::chrono::microseconds{0};
-            emit({event_type::acquired, s.id, close_reason::none, w, {}});
+            emit({event_type::acquired, s.id, close_reason::none, s.acquire_wait, {}});
         }
     }
 
@@ -579,7 +762,19 @@ private:
             release_capacity();
             throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
         }
+        std::uint64_t abandon_epoch = abandon_epoch_.load(std::memory_order_relaxed);
+        std::chrono::microseconds created_in{0};
         for (;;) {
+            if (dl.hard && dl.left(Clock::now()).count() <= 0) {
+                if (attempts == 0) {
+                    release_capacity();
+                    throw_late(dl, " The deadline left no time to open a connection.");
+                }
+                give_up_connect(
+                    connect_failure_message(last_error, true, attempts, max_attempts, dl) +
+                        " The deadline passed before another attempt could start.",
+                    true);
+            }
             ++attempts;
             bool transient = false;
             const auto attempt_start = Clock::now();
@@ -589,7 +784,17 @@ private:
                 if (!conn) {
                     throw connect_error("the backend returned no connection", false);
                 }
-                break;
+                created_in = micros(Clock::now() - attempt_start);
+                const auto epoch = abandon_epoch_.load(std::memory_order_relaxed);
+                if (epoch == abandon_epoch) {
+                    break;
+                }
+                // abandon_connections() ran while this one opened (a restore from a snapshot
+                // taken mid-connect): its socket may be dead or shared. Forget it and retry at
+                // once: this is no failure of the server's.
+                abandon_epoch = epoch;
+                abandon_unpooled(std::move(conn));
+                continue;
             } catch (const connect_error& e) {
                 transient = e.transient();
                 last_error = e.what();
@@ -641,6 +846,8 @@ private:
             --connecting_;
             s->id = ++last_id_;
             s->fork_epoch = fork_epoch_;
+            s->abandon_epoch = abandon_epoch;
+            s->world_epoch = world_epoch_;
             s->expires = expiry_locked(now);
             s->last_used = now;
             s->last_used_wall = detail::cheap_now<wall_clock>();
@@ -649,6 +856,7 @@ private:
             s->index = all_.size();
             all_.push_back(std::move(fresh));
             ++stats_.created;
+            stats_.create_time.record(created_in);
             if (closed_) {
                 s->close_why = close_reason::pool_closed;
                 doomed = remove_locked(s);
@@ -666,6 +874,31 @@ private:
             throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
         }
         return s;
+    }
+
+    // A connection opened but never pooled, forgotten like abandon_connections() forgets one.
+    void abandon_unpooled(std::unique_ptr<connection_type> conn) noexcept {
+        std::uint64_t id = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            id = ++last_id_;
+            ++stats_.created;
+            ++stats_.closed;
+            ++stats_.closed_abandoned;
+        }
+        forget(std::move(conn));
+        emit({event_type::closed, id, close_reason::abandoned, {}, {}});
+    }
+
+    // Destroys a connection the pool abandons, silently where the traits know how.
+    static void forget(std::unique_ptr<connection_type> conn) noexcept {
+        if (!conn) {
+            return;
+        }
+        if constexpr (detail::has_abandon<Traits>::value) {
+            Traits::abandon(*conn);
+        }
+        conn.reset();
     }
 
     [[noreturn]] void give_up_connect(const std::string& message, bool transient) {
@@ -740,6 +973,10 @@ private:
         // Otherwise the slot was made in this process after the pool's last look at the fork
         // count, which has not moved since: there is no fork to notice here.
         close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        if (s->abandon_epoch != abandon_epoch_.load(std::memory_order_relaxed)) {
+            // Leased when abandon_connections() ran: not a byte more on it, rollback included.
+            why = close_reason::abandoned;
+        }
         const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
@@ -775,6 +1012,8 @@ private:
                        std::unique_ptr<slot>& doomed) {
         const auto now = detail::cheap_now<Clock>();
         held = micros(now - s->leased_at);
+        stats_.acquire_time.record(s->acquire_wait);
+        stats_.use_time.record(held);
         leak_returned = s->leak_reported;
         s->leak_reported = false;
         if (work.rolled_back) {
@@ -916,6 +1155,12 @@ private:
             break;
         case close_reason::rejected_on_release:
             ++stats_.closed_rejected_on_release;
+            break;
+        case close_reason::abandoned:
+            ++stats_.closed_abandoned;
+            break;
+        case close_reason::drained:
+            ++stats_.closed_drained;
             break;
         case close_reason::pool_closed:
         case close_reason::none:
@@ -1110,7 +1355,11 @@ private:
         }
         const auto id = s->id;
         const auto why = s->close_why;
-        s->conn.reset();
+        if (why == close_reason::abandoned) {
+            forget(std::move(s->conn));
+        } else {
+            s->conn.reset();
+        }
         if (free_capacity) {
             std::lock_guard<std::mutex> lock(mutex_);
             --closing_;
@@ -1181,6 +1430,10 @@ private:
     std::uint64_t unannounced_forks_ = 0; // noticed, forked event not yet sent
     std::uint64_t last_id_ = 0;
     std::uint64_t fork_epoch_ = 0;
+    std::uint64_t world_epoch_ = 0; // world_changed() calls
+    // abandon_connections() calls; written under the lock, read without it at give-back and
+    // after a connect.
+    std::atomic<std::uint64_t> abandon_epoch_{0};
     std::string last_connect_error_;
     std::minstd_rand rng_;
     pool_stats stats_;

@@ -232,6 +232,16 @@ public:
     /// closes the connection. Its statements are yours: no timeout of the pool bounds them.
     std::function<void(soci::session&)> on_connect;
 
+    /// Called before every connection opens, on the connecting thread, with the configured
+    /// parameters (what follows "://"); returns the parameters to open it with. For credentials
+    /// that change: an RDS IAM authentication token (valid 15 minutes), a secret rotated by a
+    /// secrets manager. Its result is a secret: it never appears in messages, events or
+    /// target(), which keep showing the configured parameters, redacted. If it throws, the
+    /// connect fails: permanently (never retried), unless it threw warmpool::connect_error,
+    /// whose transient() is kept. It runs inside the acquire's deadline: keep it fast, or cache
+    /// the token and refresh it ahead of its expiry.
+    std::function<std::string(const std::string& params)> connect_params;
+
     /// Asked at every give-back about a session the pool is about to keep (after any rollback
     /// and reset): return false to close it instead (close_reason::rejected_on_release), e.g.
     /// when the lease changed session state you cannot undo. An exception counts as false.
@@ -469,8 +479,8 @@ inline unsigned mysql_error_number(const std::exception& e) noexcept {
 
 /// The parameters handed to SOCI: the user's, plus a connect timeout where the backend takes
 /// one and the user set none, plus a scheme for a bare PostgreSQL URI.
-inline std::string effective_params(const soci_config& cfg, std::chrono::milliseconds timeout) {
-    std::string p = cfg.params();
+inline std::string effective_params(const soci_config& cfg, std::string p,
+                                    std::chrono::milliseconds timeout) {
     // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there. The ceiling, about
     // 24 days, keeps "no limit" (options::forever) within what libpq and MariaDB parse (an int)
     // and within any conversion of theirs to milliseconds.
@@ -523,15 +533,16 @@ struct soci_traits {
                                                   std::chrono::milliseconds timeout) {
         namespace impl = soci_impl;
         auto session = std::make_unique<soci::session>();
+        const std::string chosen = chosen_params(cfg);
         try {
-            const std::string params = impl::effective_params(cfg, timeout);
+            const std::string params = impl::effective_params(cfg, chosen, timeout);
             if (cfg.factory() != nullptr) {
                 session->open(*cfg.factory(), params);
             } else {
                 session->open(cfg.backend(), params);
             }
         } catch (const std::exception& e) {
-            throw failure(cfg, "cannot connect to ", e);
+            throw failure(cfg, "cannot connect to ", e, chosen);
         }
         // The client library is loaded now: find its functions once, or fail for good.
         if (const char* why = impl::unresolved(*session)) {
@@ -581,22 +592,43 @@ struct soci_traits {
         }
     }
 
-    /// At most one zero-timeout poll() of the socket; false for SQLite and in the fallback.
-    static bool peer_closed(soci::session& s) noexcept {
+    /// At most one zero-timeout poll() of the socket; open for SQLite and in the fallback.
+    static peer_state peer_closed(soci::session& s) noexcept {
         namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
-            return true;
+            return peer_state::closed;
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE
         case impl::backend_kind::postgresql:
-            return detail::soci_pg::peer_closed(s);
+            return detail::to_peer_state(detail::soci_pg::peer_closed(s));
 #endif
 #if WARMPOOL_SOCI_MYSQL_NATIVE
         case impl::backend_kind::mysql:
-            return detail::soci_my::peer_closed(s);
+            return detail::to_peer_state(detail::soci_my::peer_closed(s));
 #endif
         default:
-            return false;
+            return peer_state::open;
+        }
+    }
+
+    /// Before the pool destroys a session it abandons (a snapshot restore): its socket is
+    /// pointed at /dev/null, so SOCI's close sends nothing (the kernel closes the socket). In
+    /// the fallback, and for SQLite, the session closes as usual.
+    static void abandon(soci::session& s) noexcept {
+        namespace impl = soci_impl;
+        switch (impl::kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            detail::soci_pg::abandon(s);
+            break;
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            detail::soci_my::abandon(s);
+            break;
+#endif
+        default:
+            break;
         }
     }
 
@@ -756,16 +788,49 @@ private:
         return out;
     }
 
-    static connect_error failure(const soci_config& cfg, const char* what,
-                                 const std::exception& e) {
+    // With `chosen` (what connect_params returned), its secrets are scrubbed too.
+    static connect_error failure(const soci_config& cfg, const char* what, const std::exception& e,
+                                 const std::string& chosen = {}) {
         const soci_impl::failure_class c =
             soci_impl::classify(cfg.backend(), e.what(), soci_impl::mysql_error_number(e));
-        return connect_error(
-            what + describe(cfg) + ": " + scrub(cfg, e.what()) + " (" + c.hint + ")", c.transient);
+        std::string text = e.what();
+        if (!chosen.empty() && chosen != cfg.params()) {
+            text = detail::soci_cs::scrub(text, chosen,
+                                          cfg.backend() == "postgresql" &&
+                                              !detail::soci_cs::starts_with_keyword(chosen));
+        }
+        return connect_error(what + describe(cfg) + ": " + scrub(cfg, text) + " (" + c.hint + ")",
+                             c.transient);
+    }
+
+    // The parameters to open a connection with: the configured ones, or connect_params' answer.
+    static std::string chosen_params(const soci_config& cfg) {
+        if (!cfg.connect_params) {
+            return cfg.params();
+        }
+        std::string chosen;
+        try {
+            chosen = cfg.connect_params(cfg.params());
+        } catch (const connect_error& e) {
+            throw connect_error(describe(cfg) +
+                                    ": the connect_params hook failed: " + scrub(cfg, e.what()),
+                                e.transient());
+        } catch (const std::exception& e) {
+            throw connect_error(describe(cfg) +
+                                ": the connect_params hook failed: " + scrub(cfg, e.what()));
+        } catch (...) {
+            throw connect_error(describe(cfg) +
+                                ": the connect_params hook threw a non-standard exception");
+        }
+        if (chosen.empty() && cfg.backend() == "sqlite3") {
+            throw connect_error(describe(cfg) + ": the connect_params hook returned no "
+                                                "parameters; sqlite3 needs at least \"db=FILE\"");
+        }
+        return chosen;
     }
 
     static bool is_broken_or_closed(soci::session& s) noexcept {
-        return is_broken(s) || peer_closed(s);
+        return is_broken(s) || peer_closed(s) == peer_state::closed;
     }
 
     // What soci::session itself keeps between statements, back to a new session's defaults: the

@@ -26,6 +26,9 @@
 //       // At most one system call, no round trip: true when the connection's socket shows, while
 //       // it sat idle, that the server closed it or sent something unprompted (a zero-timeout
 //       // poll() for readability). Backends without a socket return false.
+//       // It may return warmpool::peer_state instead of bool, to say `unsure` when the socket
+//       // shows something it cannot read without a round trip (bytes under TLS): the pool then
+//       // pings at once, whatever the connection's idle time.
 //       static bool peer_closed(connection&) noexcept;
 //
 //       // One round trip bounded by `timeout`: true when the server answered in time. Must return
@@ -57,6 +60,13 @@
 //       // false closes it instead (close_reason::rejected_on_release). A user's veto, as pgx's
 //       // AfterRelease; e.g. soci_config::on_release.
 //       static bool reusable(connection&, const config&) noexcept;
+//
+//       // Optional. Called just before the pool destroys a connection it abandons
+//       // (basic_pool::abandon_connections(), after a snapshot restore): after it, destroying
+//       // the connection must send nothing on its socket and must not block, because the peer
+//       // is gone or belongs to another copy of the process. Without it the connection is
+//       // destroyed as usual, and its goodbye message goes out on the dead socket.
+//       static void abandon(connection&) noexcept;
 //   };
 //
 // Closing a connection is destroying it: the pool resets its unique_ptr outside its lock, so the
@@ -74,7 +84,22 @@
 #include <utility>
 
 namespace warmpool {
+
+/// What a traits' peer_closed() may answer instead of a bool.
+enum class peer_state : unsigned char {
+    open,   ///< nothing on the socket: trust the connection as far as the idle time allows
+    closed, ///< the server closed it (or said it would): close it, no round trip
+    unsure, ///< something arrived that cannot be read locally (e.g. under TLS): ping it now
+};
+
 namespace detail {
+
+constexpr peer_state to_peer_state(bool closed) noexcept {
+    return closed ? peer_state::closed : peer_state::open;
+}
+constexpr peer_state to_peer_state(peer_state s) noexcept {
+    return s;
+}
 
 template <class T, class = void>
 struct has_connect : std::false_type {};
@@ -103,13 +128,37 @@ struct has_connect<T, std::void_t<decltype(T::connect(std::declval<const typenam
 #define WARMPOOL_DETAIL_CONNECTION std::declval<typename T::connection&>()
 #define WARMPOOL_DETAIL_CONFIG std::declval<const typename T::config&>()
 WARMPOOL_DETAIL_BOOL_MEMBER(is_broken, WARMPOOL_DETAIL_CONNECTION)
-WARMPOOL_DETAIL_BOOL_MEMBER(peer_closed, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(reusable, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG)
+
+// peer_closed may answer bool or peer_state.
+template <class T, class = void>
+struct has_peer_closed : std::false_type {};
+template <class T>
+struct has_peer_closed<T, std::void_t<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::bool_constant<
+          std::is_convertible<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION)), bool>::value ||
+          std::is_same<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION)), peer_state>::value> {};
+template <class T, class = void>
+struct nothrow_peer_closed : std::false_type {};
+template <class T>
+struct nothrow_peer_closed<T, std::void_t<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::bool_constant<noexcept(T::peer_closed(WARMPOOL_DETAIL_CONNECTION))> {};
+
+template <class T, class = void>
+struct has_abandon : std::false_type {};
+template <class T>
+struct has_abandon<T, std::void_t<decltype(T::abandon(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::true_type {};
+template <class T, class = void>
+struct nothrow_abandon : std::false_type {};
+template <class T>
+struct nothrow_abandon<T, std::void_t<decltype(T::abandon(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::bool_constant<noexcept(T::abandon(WARMPOOL_DETAIL_CONNECTION))> {};
 WARMPOOL_DETAIL_BOOL_MEMBER(ping, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
 WARMPOOL_DETAIL_BOOL_MEMBER(in_transaction, WARMPOOL_DETAIL_CONNECTION)
 WARMPOOL_DETAIL_BOOL_MEMBER(rollback, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
 WARMPOOL_DETAIL_BOOL_MEMBER(reset, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
                             std::chrono::milliseconds{})
-WARMPOOL_DETAIL_BOOL_MEMBER(reusable, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG)
 #undef WARMPOOL_DETAIL_CONFIG
 #undef WARMPOOL_DETAIL_CONNECTION
 #undef WARMPOOL_DETAIL_BOOL_MEMBER
@@ -133,7 +182,8 @@ constexpr bool check_traits() {
     static_assert(nothrow_is_broken<T>::value || !has_is_broken<T>::value,
                   "warmpool traits: is_broken(connection&) must be noexcept");
     static_assert(has_peer_closed<T>::value,
-                  "warmpool traits: needs `static bool peer_closed(connection&) noexcept`");
+                  "warmpool traits: needs `static bool peer_closed(connection&) noexcept` (or "
+                  "returning warmpool::peer_state)");
     static_assert(nothrow_peer_closed<T>::value || !has_peer_closed<T>::value,
                   "warmpool traits: peer_closed(connection&) must be noexcept");
     static_assert(has_ping<T>::value, "warmpool traits: needs `static bool ping(connection&, "
@@ -154,6 +204,8 @@ constexpr bool check_traits() {
                   "noexcept");
     static_assert(nothrow_reusable<T>::value || !has_reusable<T>::value,
                   "warmpool traits: reusable(connection&, const config&) must be noexcept");
+    static_assert(nothrow_abandon<T>::value || !has_abandon<T>::value,
+                  "warmpool traits: abandon(connection&) must be noexcept");
     static_assert(has_describe<T>::value,
                   "warmpool traits: needs `static std::string describe(const config&)`");
     return true;

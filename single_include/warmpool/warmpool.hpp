@@ -98,6 +98,8 @@ enum class close_reason : std::uint8_t {
     invalidated, ///< the lease holder called lease::invalidate()
     pool_closed, ///< the pool was closed
     rejected_on_release, ///< the traits' reusable() (e.g. soci_config::on_release) said no
+    abandoned, ///< forgotten by abandon_connections() (a snapshot restore): nothing was sent on it
+    drained,   ///< closed while idle by close_idle() (e.g. before a snapshot)
 };
 
 /// A stable lower-case name for logs and metrics labels.
@@ -119,6 +121,10 @@ constexpr std::string_view to_string(close_reason r) noexcept {
         return "pool_closed";
     case close_reason::rejected_on_release:
         return "rejected_on_release";
+    case close_reason::abandoned:
+        return "abandoned";
+    case close_reason::drained:
+        return "drained";
     }
     return "unknown";
 }
@@ -357,11 +363,49 @@ struct options {
 // ---- end warmpool/options.hpp ----
 // ---- begin warmpool/stats.hpp ----
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 
 namespace warmpool {
+
+/// A latency distribution in fixed log-scale buckets (1, 2.5, 5 per decade, 10 µs to 10 s),
+/// the same for every pool so that pools and processes can be summed. Recording is a short
+/// scan of 19 bounds under the pool's lock, which the pool holds at that moment anyway.
+struct latency_histogram {
+    static constexpr std::size_t bucket_count = 19; ///< finite upper bounds
+    static constexpr std::array<std::chrono::microseconds, bucket_count> upper_bounds{
+        std::chrono::microseconds{10},      std::chrono::microseconds{25},
+        std::chrono::microseconds{50},      std::chrono::microseconds{100},
+        std::chrono::microseconds{250},     std::chrono::microseconds{500},
+        std::chrono::microseconds{1000},    std::chrono::microseconds{2500},
+        std::chrono::microseconds{5000},    std::chrono::microseconds{10000},
+        std::chrono::microseconds{25000},   std::chrono::microseconds{50000},
+        std::chrono::microseconds{100000},  std::chrono::microseconds{250000},
+        std::chrono::microseconds{500000},  std::chrono::microseconds{1000000},
+        std::chrono::microseconds{2500000}, std::chrono::microseconds{5000000},
+        std::chrono::microseconds{10000000}};
+
+    /// counts[i]: observations in (upper_bounds[i-1], upper_bounds[i]]; counts[bucket_count]:
+    /// those above the last bound. Not cumulative (an exposition format makes them so).
+    std::array<std::uint64_t, bucket_count + 1> counts{};
+    std::uint64_t count = 0;          ///< observations
+    std::chrono::microseconds sum{0}; ///< their total
+
+    void record(std::chrono::microseconds d) noexcept {
+        if (d.count() < 0) {
+            d = std::chrono::microseconds{0}; // a clock read out of order: no negative latency
+        }
+        std::size_t i = 0;
+        while (i < bucket_count && d > upper_bounds[i]) {
+            ++i;
+        }
+        ++counts[i];
+        ++count;
+        sum += d;
+    }
+};
 
 /// A consistent snapshot of a pool, taken under its lock by basic_pool::stats().
 /// Gauges describe the moment; counters only grow over the pool's life.
@@ -395,11 +439,27 @@ struct pool_stats {
     std::uint64_t closed_invalidated = 0;
     std::uint64_t closed_pool_closed = 0;
     std::uint64_t closed_rejected_on_release = 0;
+    std::uint64_t closed_abandoned = 0;
+    std::uint64_t closed_drained = 0;
 
     // Waiting: only acquire() calls that had to queue for another user count here.
     std::uint64_t waits = 0;                      ///< acquires that queued
     std::chrono::microseconds wait_time_total{0}; ///< summed over those
     std::chrono::microseconds wait_time_max{0};   ///< the longest one
+
+    // Distributions.
+    /// acquire() to lease, for every lease handed out: waiting, validation and connecting
+    /// included. Recorded when the lease is given back, under the lock give-back takes anyway.
+    /// A checkout that took an idle connection without waiting, pinging or connecting reads no
+    /// clock (that is what keeps the warm path cheap) and is recorded as 0 s, in the first
+    /// bucket: its cost is well under 10 µs (docs/benchmarks.md).
+    latency_histogram acquire_time;
+    /// Checkout to give-back, per lease. Read from the coarse clock the pool reads anyway, so
+    /// its resolution is the kernel tick (1 to 4 ms on Linux): shorter leases count as 0 s.
+    latency_histogram use_time;
+    /// One successful connect, on_connect-style setup in the traits included; retries and
+    /// backoff are not (acquire_time has them).
+    latency_histogram create_time;
 };
 
 } // namespace warmpool
@@ -430,6 +490,9 @@ struct pool_stats {
 //       // At most one system call, no round trip: true when the connection's socket shows, while
 //       // it sat idle, that the server closed it or sent something unprompted (a zero-timeout
 //       // poll() for readability). Backends without a socket return false.
+//       // It may return warmpool::peer_state instead of bool, to say `unsure` when the socket
+//       // shows something it cannot read without a round trip (bytes under TLS): the pool then
+//       // pings at once, whatever the connection's idle time.
 //       static bool peer_closed(connection&) noexcept;
 //
 //       // One round trip bounded by `timeout`: true when the server answered in time. Must return
@@ -461,6 +524,13 @@ struct pool_stats {
 //       // false closes it instead (close_reason::rejected_on_release). A user's veto, as pgx's
 //       // AfterRelease; e.g. soci_config::on_release.
 //       static bool reusable(connection&, const config&) noexcept;
+//
+//       // Optional. Called just before the pool destroys a connection it abandons
+//       // (basic_pool::abandon_connections(), after a snapshot restore): after it, destroying
+//       // the connection must send nothing on its socket and must not block, because the peer
+//       // is gone or belongs to another copy of the process. Without it the connection is
+//       // destroyed as usual, and its goodbye message goes out on the dead socket.
+//       static void abandon(connection&) noexcept;
 //   };
 //
 // Closing a connection is destroying it: the pool resets its unique_ptr outside its lock, so the
@@ -478,7 +548,22 @@ struct pool_stats {
 #include <utility>
 
 namespace warmpool {
+
+/// What a traits' peer_closed() may answer instead of a bool.
+enum class peer_state : unsigned char {
+    open,   ///< nothing on the socket: trust the connection as far as the idle time allows
+    closed, ///< the server closed it (or said it would): close it, no round trip
+    unsure, ///< something arrived that cannot be read locally (e.g. under TLS): ping it now
+};
+
 namespace detail {
+
+constexpr peer_state to_peer_state(bool closed) noexcept {
+    return closed ? peer_state::closed : peer_state::open;
+}
+constexpr peer_state to_peer_state(peer_state s) noexcept {
+    return s;
+}
 
 template <class T, class = void>
 struct has_connect : std::false_type {};
@@ -507,13 +592,37 @@ struct has_connect<T, std::void_t<decltype(T::connect(std::declval<const typenam
 #define WARMPOOL_DETAIL_CONNECTION std::declval<typename T::connection&>()
 #define WARMPOOL_DETAIL_CONFIG std::declval<const typename T::config&>()
 WARMPOOL_DETAIL_BOOL_MEMBER(is_broken, WARMPOOL_DETAIL_CONNECTION)
-WARMPOOL_DETAIL_BOOL_MEMBER(peer_closed, WARMPOOL_DETAIL_CONNECTION)
+WARMPOOL_DETAIL_BOOL_MEMBER(reusable, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG)
+
+// peer_closed may answer bool or peer_state.
+template <class T, class = void>
+struct has_peer_closed : std::false_type {};
+template <class T>
+struct has_peer_closed<T, std::void_t<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::bool_constant<
+          std::is_convertible<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION)), bool>::value ||
+          std::is_same<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION)), peer_state>::value> {};
+template <class T, class = void>
+struct nothrow_peer_closed : std::false_type {};
+template <class T>
+struct nothrow_peer_closed<T, std::void_t<decltype(T::peer_closed(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::bool_constant<noexcept(T::peer_closed(WARMPOOL_DETAIL_CONNECTION))> {};
+
+template <class T, class = void>
+struct has_abandon : std::false_type {};
+template <class T>
+struct has_abandon<T, std::void_t<decltype(T::abandon(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::true_type {};
+template <class T, class = void>
+struct nothrow_abandon : std::false_type {};
+template <class T>
+struct nothrow_abandon<T, std::void_t<decltype(T::abandon(WARMPOOL_DETAIL_CONNECTION))>>
+    : std::bool_constant<noexcept(T::abandon(WARMPOOL_DETAIL_CONNECTION))> {};
 WARMPOOL_DETAIL_BOOL_MEMBER(ping, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
 WARMPOOL_DETAIL_BOOL_MEMBER(in_transaction, WARMPOOL_DETAIL_CONNECTION)
 WARMPOOL_DETAIL_BOOL_MEMBER(rollback, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
 WARMPOOL_DETAIL_BOOL_MEMBER(reset, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
                             std::chrono::milliseconds{})
-WARMPOOL_DETAIL_BOOL_MEMBER(reusable, WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG)
 #undef WARMPOOL_DETAIL_CONFIG
 #undef WARMPOOL_DETAIL_CONNECTION
 #undef WARMPOOL_DETAIL_BOOL_MEMBER
@@ -537,7 +646,8 @@ constexpr bool check_traits() {
     static_assert(nothrow_is_broken<T>::value || !has_is_broken<T>::value,
                   "warmpool traits: is_broken(connection&) must be noexcept");
     static_assert(has_peer_closed<T>::value,
-                  "warmpool traits: needs `static bool peer_closed(connection&) noexcept`");
+                  "warmpool traits: needs `static bool peer_closed(connection&) noexcept` (or "
+                  "returning warmpool::peer_state)");
     static_assert(nothrow_peer_closed<T>::value || !has_peer_closed<T>::value,
                   "warmpool traits: peer_closed(connection&) must be noexcept");
     static_assert(has_ping<T>::value, "warmpool traits: needs `static bool ping(connection&, "
@@ -558,6 +668,8 @@ constexpr bool check_traits() {
                   "noexcept");
     static_assert(nothrow_reusable<T>::value || !has_reusable<T>::value,
                   "warmpool traits: reusable(connection&, const config&) must be noexcept");
+    static_assert(nothrow_abandon<T>::value || !has_abandon<T>::value,
+                  "warmpool traits: abandon(connection&) must be noexcept");
     static_assert(has_describe<T>::value,
                   "warmpool traits: needs `static std::string describe(const config&)`");
     return true;
@@ -797,6 +909,11 @@ public:
     using clock_type = Clock;
     using connection_type = typename Traits::connection;
     using config_type = typename Traits::config;
+    using time_point = typename Clock::time_point;
+    /// The clock that keeps running while the process is frozen: std::chrono::system_clock for
+    /// std::chrono::steady_clock, or Clock::wall_clock (see warmpool/detail/clock.hpp).
+    using wall_clock = typename detail::wall_clock_of<Clock>::type;
+    using wall_time_point = typename wall_clock::time_point;
 
     class lease;
 
@@ -855,7 +972,9 @@ public:
     /// A working connection, waiting up to options::acquire_timeout.
     /// Throws acquire_timeout, connect_error (permanent failure, or retries exhausted) or
     /// pool_closed.
-    [[nodiscard]] lease acquire() { return *checkout(opts_.acquire_timeout, /*may_wait=*/true); }
+    [[nodiscard]] lease acquire() {
+        return *checkout(deadline{opts_.acquire_timeout}, /*may_wait=*/true);
+    }
 
     /// As acquire(), with `timeout` instead of options::acquire_timeout (milliseconds::max()
     /// waits as long as it takes). No ping and no connect attempt starts after the deadline, so
@@ -867,14 +986,36 @@ public:
                                         std::to_string(timeout.count()) + " ms; it must be >= 0");
         }
         // milliseconds::max() and the like mean "as long as it takes".
-        return *checkout(std::min(timeout, options::forever), /*may_wait=*/true);
+        return *checkout(deadline{std::min(timeout, options::forever)}, /*may_wait=*/true);
+    }
+
+    /// As acquire(), by an absolute deadline of the pool's clock: the wait, every ping (at most
+    /// min(validation_timeout, time left)), every connect attempt (given the time left as its
+    /// timeout) and every backoff pause end by it, and nothing starts after it. A deadline
+    /// already past still gets an idle connection that needs no round trip to be trusted.
+    [[nodiscard]] lease acquire_until(time_point deadline_at) {
+        return *checkout(absolute(deadline_at), /*may_wait=*/true);
+    }
+
+    /// As acquire_until(time_point), by the pool's wall clock (std::chrono::system_clock for
+    /// the default pool): e.g. AWS Lambda's Lambda-Runtime-Deadline-Ms. The deadline is turned
+    /// into the pool's clock once, at the call; a wall-clock step after that does not move it.
+    template <class WallTimePoint,
+              class = std::enable_if_t<std::is_same<WallTimePoint, wall_time_point>::value &&
+                                       !std::is_same<WallTimePoint, time_point>::value>>
+    [[nodiscard]] lease acquire_until(WallTimePoint deadline_at) {
+        const auto now = Clock::now();
+        const auto left = deadline_at - wall_clock::now();
+        const auto at =
+            left <= decltype(left)::zero() ? now : saturating_add(now, std::chrono::ceil<ms>(left));
+        return *checkout(absolute(at), /*may_wait=*/true);
     }
 
     /// A working connection if one is idle or may be opened now; std::nullopt when every
     /// connection is in use. Never waits for another user and never retries: it may ping an
     /// idle connection, or make one connect attempt (throwing connect_error if it fails).
     [[nodiscard]] std::optional<lease> try_acquire() {
-        return checkout(opts_.acquire_timeout, /*may_wait=*/false);
+        return checkout(deadline{opts_.acquire_timeout}, /*may_wait=*/false);
     }
 
     /// Opens connections until options::min_idle are open, now. Throws connect_error if one
@@ -958,6 +1099,83 @@ public:
         destroy(std::move(doomed));
     }
 
+    // --- snapshot and restore ----------------------------------------------------------------
+    // A process restored from a memory snapshot (AWS Lambda SnapStart, a VM or container
+    // checkpoint) finds its connections' sockets dead or, worse, shared with every other copy
+    // restored from the same snapshot; its clocks may have jumped; and every copy holds the same
+    // random number generator state. Before the snapshot: close_idle(). After the restore:
+    // after_restore(). A forked child needs none of this: the pool notices fork() by itself.
+
+    /// Closes every idle connection now, politely (each backend's goodbye, bounded like any
+    /// close). Call it before a snapshot, so the server frees the slots at once instead of
+    /// keeping them until its idle timeout. Leases are untouched. close_reason::drained.
+    void close_idle() noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forks = take_forks_locked();
+            for (slot* s : idle_) {
+                s->close_why = close_reason::drained;
+                doomed.push_back(remove_locked(s));
+            }
+            idle_.clear();
+        }
+        announce(forks);
+        destroy(std::move(doomed));
+    }
+
+    /// Forgets every connection without sending anything on its socket (the peer is gone, or
+    /// shared with other restored copies; nothing may block on it): idle connections at once,
+    /// leased ones when given back, and connects under way when they finish. Each is counted
+    /// and reported closed with close_reason::abandoned; the traits' abandon() (if any) makes
+    /// its destruction silent. Later acquires open new connections.
+    void abandon_connections() noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forks = take_forks_locked();
+            abandon_epoch_.store(abandon_epoch_.load(std::memory_order_relaxed) + 1,
+                                 std::memory_order_relaxed);
+            for (slot* s : idle_) {
+                s->close_why = close_reason::abandoned;
+                doomed.push_back(remove_locked(s));
+            }
+            idle_.clear();
+        }
+        announce(forks);
+        destroy(std::move(doomed));
+    }
+
+    /// The world changed under the pool (a snapshot restore, a VM migration): reseeds the
+    /// jitter generator, so that copies restored from one snapshot do not back off or expire in
+    /// lockstep, and stops trusting the timestamps it kept. Every kept connection is pinged at
+    /// its next checkout whatever its idle time, its idle clock restarts now (a monotonic clock
+    /// that jumped could make it look fresh or ancient), and its lifetime ends no later than a
+    /// new jittered max_lifetime from now.
+    void world_changed() noexcept {
+        const auto fresh_seed = seed();
+        std::lock_guard<std::mutex> lock(mutex_);
+        rng_.seed(fresh_seed);
+        ++world_epoch_;
+        const auto now = detail::cheap_now<Clock>();
+        const auto wall = detail::cheap_now<wall_clock>();
+        for (slot* s : idle_) {
+            s->last_used = now;
+            s->last_used_wall = wall;
+            s->expires = std::min(s->expires, expiry_locked(now));
+        }
+    }
+
+    /// After a snapshot restore: abandon_connections(), then world_changed().
+    void after_restore() noexcept {
+        abandon_connections();
+        world_changed();
+    }
+
     /// A consistent snapshot of gauges and counters.
     [[nodiscard]] pool_stats stats() const {
         pool_stats s;
@@ -987,9 +1205,6 @@ public:
     [[nodiscard]] const std::string& target() const noexcept { return target_; }
 
 private:
-    using time_point = typename Clock::time_point;
-    using wall_clock = typename detail::wall_clock_of<Clock>::type;
-    using wall_time_point = typename wall_clock::time_point;
     using ms = std::chrono::milliseconds;
 
     struct slot {
@@ -1002,7 +1217,10 @@ private:
         wall_time_point last_used_wall{};
         time_point leased_at{};
         wall_time_point leased_at_wall{}; // the wall clock read at checkout, for give_back()
-        bool idle = false;                // in idle_
+        std::chrono::microseconds acquire_wait{0}; // how long the lease's acquire took
+        std::uint64_t abandon_epoch = 0;           // abandon_connections() calls when it was opened
+        std::uint64_t world_epoch = 0;             // world_changed() calls when it was last checked
+        bool idle = false;                         // in idle_
         bool leak_reported = false;
         close_reason close_why = close_reason::none;
     };
@@ -1017,12 +1235,21 @@ private:
         time_point since{};       // when it started waiting, by Clock
     };
 
-    // When acquire() started needing the clock; read lazily so the warm path reads none.
+    // When acquire() started needing the clock; read lazily so the warm path reads none. An
+    // absolute deadline (acquire_until) is started from the outset.
     struct deadline {
         ms timeout;
+        bool hard = false; // acquire_until(): no ping, connect or pause may end after `at`
         bool started = false;
         time_point start{};
         time_point at{};
+
+        explicit deadline(ms t) noexcept : timeout(t) {}
+
+        // Time left at `now`, in whole milliseconds (zero or less: none).
+        ms left(time_point now) const noexcept {
+            return now >= at ? ms{0} : std::chrono::duration_cast<ms>(at - now);
+        }
 
         time_point get() {
             if (!started) {
@@ -1033,6 +1260,16 @@ private:
             return at;
         }
     };
+
+    static deadline absolute(time_point at) {
+        deadline dl{ms{0}};
+        dl.hard = true;
+        dl.started = true;
+        dl.start = Clock::now();
+        dl.at = at;
+        dl.timeout = dl.left(dl.start);
+        return dl;
+    }
 
     static options validated(options o) {
         o.validate();
@@ -1106,8 +1343,7 @@ private:
 
     // --- checkout ----------------------------------------------------------------------------
 
-    std::optional<lease> checkout(ms timeout, bool may_wait) {
-        deadline dl{timeout};
+    std::optional<lease> checkout(deadline dl, bool may_wait) {
         std::unique_lock<std::mutex> lock(mutex_);
         if (fork_epoch_seen() != fork_epoch_) { // rare: announced at once, whatever comes next
             forget_parent_locked();
@@ -1144,19 +1380,28 @@ private:
             s = wait_locked(lock, dl);
         }
         time_point now{};
+        bool distrust = false; // world_changed() since it was last checked
         if (s != nullptr) {
             now = detail::cheap_now<Clock>();
             s->leased_at = now;
             s->idle = false;
+            distrust = s->world_epoch != world_epoch_;
+            s->world_epoch = world_epoch_;
             ++stats_.acquired;
         }
         lock.unlock();
 
         if (s != nullptr) {
-            const close_reason bad = check(*s, now, dl);
+            const close_reason bad = check(*s, now, dl, distrust);
             if (bad == close_reason::none) {
                 acquired(*s, dl, waited);
                 return lease(this, s);
+            }
+            if (bad == no_time_to_check) {
+                unlease_unchecked(s, distrust);
+                throw_late(dl, " The deadline left no time to validate the idle connection "
+                               "(a ping takes up to validation_timeout, " +
+                                   std::to_string(opts_.validation_timeout.count()) + " ms).");
             }
             // The caller never sees a dead connection: close it and connect a replacement
             // with the same unit of capacity, so no one queued behind can take it.
@@ -1185,6 +1430,10 @@ private:
             return;
         }
         release_capacity();
+        throw_late(dl, why);
+    }
+
+    [[noreturn]] void throw_late(const deadline& dl, const std::string& why) {
         std::string message;
         {
             std::lock_guard<std::mutex> lock(mutex_);
@@ -1192,6 +1441,26 @@ private:
             message = timeout_message_locked(dl.timeout);
         }
         throw acquire_timeout(message + why);
+    }
+
+    // An idle connection taken for a checkout that ran out of time before it could be checked:
+    // it goes back untouched, as if never taken.
+    void unlease_unchecked(slot* s, bool distrust) noexcept {
+        std::unique_ptr<slot> doomed;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            --stats_.acquired;
+            if (distrust) {
+                s->world_epoch = world_epoch_ - 1; // still to be pinged at its next checkout
+            }
+            if (closed_) {
+                s->close_why = close_reason::pool_closed;
+                doomed = remove_locked(s);
+            } else {
+                hand_over_locked(s, detail::cheap_now<Clock>());
+            }
+        }
+        destroy_one(std::move(doomed));
     }
 
     // Blocks until this caller is handed a connection (returned), is granted capacity to connect
@@ -1249,10 +1518,16 @@ private:
         }
     }
 
+    // What check() answers when a ping was due but the deadline left no time for one: the
+    // connection is neither trusted nor condemned (never counted or reported as a close).
+    static constexpr close_reason no_time_to_check = static_cast<close_reason>(0xff);
+
     // Runs outside the lock on a connection taken from the idle list. Cheap checks first: the
     // expiry and the backend's local state cost nothing, the socket poll one system call, the
-    // ping a round trip.
-    close_reason check(slot& s, time_point now, deadline& dl) noexcept {
+    // ping a round trip, bounded by validation_timeout and by what is left of the deadline.
+    // `distrust`: world_changed() was called since the connection was last checked, so its
+    // idle time means nothing and it is pinged.
+    close_reason check(slot& s, time_point now, deadline& dl, bool distrust) noexcept {
         const auto wall = detail::cheap_now<wall_clock>();
         s.leased_at_wall = wall;
         if (now >= s.expires) {
@@ -1264,17 +1539,34 @@ private:
         const ms idle = suspect_idle(s, now, wall);
         connection_type& c = *s.conn;
         bool dead = Traits::is_broken(c);
+        bool must_ping = distrust || idle >= opts_.validation_window;
         const char* what = "the backend reported the connection broken";
-        if (!dead && idle >= opts_.socket_check_after && Traits::peer_closed(c)) {
-            dead = true;
-            what = "the server closed the connection while it was idle";
+        if (!dead && idle >= opts_.socket_check_after) {
+            switch (detail::to_peer_state(Traits::peer_closed(c))) {
+            case peer_state::closed:
+                dead = true;
+                what = "the server closed the connection while it was idle";
+                break;
+            case peer_state::unsure:
+                must_ping = true; // the socket shows something only a round trip can tell
+                break;
+            case peer_state::open:
+                break;
+            }
         }
-        if (!dead && idle >= opts_.validation_window) {
+        if (!dead && must_ping) {
             // The acquire deadline runs from here at the latest: a replacement connect after a
             // failed ping gets only what is left of it.
             (void)dl.get();
+            ms budget = opts_.validation_timeout;
+            if (dl.hard) {
+                budget = std::min(budget, dl.left(Clock::now()));
+                if (budget.count() <= 0) {
+                    return no_time_to_check;
+                }
+            }
             count([](pool_stats& st) { ++st.pings; });
-            if (!Traits::ping(c, opts_.validation_timeout)) {
+            if (!Traits::ping(c, budget)) {
                 dead = true;
                 what = "the ping failed or timed out";
             }
@@ -1288,11 +1580,14 @@ private:
         return close_reason::validation_failed;
     }
 
+    // The acquire's duration goes into pool_stats::acquire_time when the lease comes back,
+    // under the lock give-back takes anyway: recording it now would cost the warm path a lock.
+    // A checkout that neither waited, pinged nor connected read no clock and counts as 0.
     void acquired(slot& s, deadline& dl, bool waited) noexcept {
+        s.acquire_wait =
+            (waited || dl.started) ? micros(Clock::now() - dl.start) : std::chrono::microseconds{0};
         if (opts_.on_event) {
-            const auto w = (waited || dl.started) ? micros(Clock::now() - dl.start)
-                                                  : std::chrono::microseconds{0};
-            emit({event_type::acquired, s.id, close_reason::none, w, {}});
+            emit({event_type::acquired, s.id, close_reason::none, s.acquire_wait, {}});
         }
     }
 
@@ -1331,7 +1626,19 @@ private:
             release_capacity();
             throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
         }
+        std::uint64_t abandon_epoch = abandon_epoch_.load(std::memory_order_relaxed);
+        std::chrono::microseconds created_in{0};
         for (;;) {
+            if (dl.hard && dl.left(Clock::now()).count() <= 0) {
+                if (attempts == 0) {
+                    release_capacity();
+                    throw_late(dl, " The deadline left no time to open a connection.");
+                }
+                give_up_connect(
+                    connect_failure_message(last_error, true, attempts, max_attempts, dl) +
+                        " The deadline passed before another attempt could start.",
+                    true);
+            }
             ++attempts;
             bool transient = false;
             const auto attempt_start = Clock::now();
@@ -1341,7 +1648,17 @@ private:
                 if (!conn) {
                     throw connect_error("the backend returned no connection", false);
                 }
-                break;
+                created_in = micros(Clock::now() - attempt_start);
+                const auto epoch = abandon_epoch_.load(std::memory_order_relaxed);
+                if (epoch == abandon_epoch) {
+                    break;
+                }
+                // abandon_connections() ran while this one opened (a restore from a snapshot
+                // taken mid-connect): its socket may be dead or shared. Forget it and retry at
+                // once: this is no failure of the server's.
+                abandon_epoch = epoch;
+                abandon_unpooled(std::move(conn));
+                continue;
             } catch (const connect_error& e) {
                 transient = e.transient();
                 last_error = e.what();
@@ -1393,6 +1710,8 @@ private:
             --connecting_;
             s->id = ++last_id_;
             s->fork_epoch = fork_epoch_;
+            s->abandon_epoch = abandon_epoch;
+            s->world_epoch = world_epoch_;
             s->expires = expiry_locked(now);
             s->last_used = now;
             s->last_used_wall = detail::cheap_now<wall_clock>();
@@ -1401,6 +1720,7 @@ private:
             s->index = all_.size();
             all_.push_back(std::move(fresh));
             ++stats_.created;
+            stats_.create_time.record(created_in);
             if (closed_) {
                 s->close_why = close_reason::pool_closed;
                 doomed = remove_locked(s);
@@ -1418,6 +1738,31 @@ private:
             throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
         }
         return s;
+    }
+
+    // A connection opened but never pooled, forgotten like abandon_connections() forgets one.
+    void abandon_unpooled(std::unique_ptr<connection_type> conn) noexcept {
+        std::uint64_t id = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            id = ++last_id_;
+            ++stats_.created;
+            ++stats_.closed;
+            ++stats_.closed_abandoned;
+        }
+        forget(std::move(conn));
+        emit({event_type::closed, id, close_reason::abandoned, {}, {}});
+    }
+
+    // Destroys a connection the pool abandons, silently where the traits know how.
+    static void forget(std::unique_ptr<connection_type> conn) noexcept {
+        if (!conn) {
+            return;
+        }
+        if constexpr (detail::has_abandon<Traits>::value) {
+            Traits::abandon(*conn);
+        }
+        conn.reset();
     }
 
     [[noreturn]] void give_up_connect(const std::string& message, bool transient) {
@@ -1492,6 +1837,10 @@ private:
         // Otherwise the slot was made in this process after the pool's last look at the fork
         // count, which has not moved since: there is no fork to notice here.
         close_reason why = invalidate ? close_reason::invalidated : close_reason::none;
+        if (s->abandon_epoch != abandon_epoch_.load(std::memory_order_relaxed)) {
+            // Leased when abandon_connections() ran: not a byte more on it, rollback included.
+            why = close_reason::abandoned;
+        }
         const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
@@ -1527,6 +1876,8 @@ private:
                        std::unique_ptr<slot>& doomed) {
         const auto now = detail::cheap_now<Clock>();
         held = micros(now - s->leased_at);
+        stats_.acquire_time.record(s->acquire_wait);
+        stats_.use_time.record(held);
         leak_returned = s->leak_reported;
         s->leak_reported = false;
         if (work.rolled_back) {
@@ -1668,6 +2019,12 @@ private:
             break;
         case close_reason::rejected_on_release:
             ++stats_.closed_rejected_on_release;
+            break;
+        case close_reason::abandoned:
+            ++stats_.closed_abandoned;
+            break;
+        case close_reason::drained:
+            ++stats_.closed_drained;
             break;
         case close_reason::pool_closed:
         case close_reason::none:
@@ -1862,7 +2219,11 @@ private:
         }
         const auto id = s->id;
         const auto why = s->close_why;
-        s->conn.reset();
+        if (why == close_reason::abandoned) {
+            forget(std::move(s->conn));
+        } else {
+            s->conn.reset();
+        }
         if (free_capacity) {
             std::lock_guard<std::mutex> lock(mutex_);
             --closing_;
@@ -1933,6 +2294,10 @@ private:
     std::uint64_t unannounced_forks_ = 0; // noticed, forked event not yet sent
     std::uint64_t last_id_ = 0;
     std::uint64_t fork_epoch_ = 0;
+    std::uint64_t world_epoch_ = 0; // world_changed() calls
+    // abandon_connections() calls; written under the lock, read without it at give-back and
+    // after a connect.
+    std::atomic<std::uint64_t> abandon_epoch_{0};
     std::string last_connect_error_;
     std::minstd_rand rng_;
     pool_stats stats_;
@@ -2899,7 +3264,9 @@ const Table* resolve_once(std::initializer_list<std::string_view> prefixes,
 #include <chrono>
 #include <climits>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <unistd.h>
 
 namespace warmpool {
 namespace detail {
@@ -2945,6 +3312,25 @@ inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
                                        | POLLRDHUP
 #endif
     ;
+
+/// Points `fd` at /dev/null, so that whatever a client library later sends on it (a goodbye
+/// message, a TLS close_notify) goes nowhere and cannot block, and whatever it reads is the end
+/// of the stream. The socket itself is closed by this (the kernel may still tell the peer with a
+/// FIN); the descriptor number stays valid for the library to close as usual. Used when a
+/// connection is abandoned after a snapshot restore: its peer is gone, or is being talked to
+/// by every other copy restored from the same snapshot.
+inline void silence(int fd) noexcept {
+    if (fd < 0) {
+        return;
+    }
+    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) {
+        return; // no /dev/null: the library's goodbye goes out as it would anyway
+    }
+    while (::dup2(null, fd) < 0 && errno == EINTR) {
+    }
+    ::close(null);
+}
 
 } // namespace socket_wait
 } // namespace detail
@@ -3168,6 +3554,15 @@ inline bool peer_closed(soci::session& s) noexcept {
     // a server-side close, so readable means closed. Over TLS a session ticket can arrive after
     // the handshake and sit unread: there only a hang-up counts.
     return (revents & POLLIN) != 0 && my->get_ssl_cipher(c) == nullptr;
+}
+
+/// Makes closing the session send nothing (see socket_wait::silence).
+inline void abandon(soci::session& s) noexcept {
+    const functions* const my = api();
+    MYSQL* const c = conn(s);
+    if (my != nullptr && c != nullptr) {
+        sock::silence(socket_of(*my, c));
+    }
 }
 
 /// One statement with a short reply, sent, its reply awaited with poll() until the deadline and
@@ -3586,6 +3981,15 @@ inline bool peer_closed(soci::session& s) noexcept {
         }
     }
     return false;
+}
+
+/// Makes closing the session send nothing (see socket_wait::silence).
+inline void abandon(soci::session& s) noexcept {
+    const functions* const pq = api();
+    PGconn* const c = conn(s);
+    if (pq != nullptr && c != nullptr) {
+        sock::silence(pq->socket(c));
+    }
 }
 
 /// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
@@ -4072,6 +4476,16 @@ public:
     /// closes the connection. Its statements are yours: no timeout of the pool bounds them.
     std::function<void(soci::session&)> on_connect;
 
+    /// Called before every connection opens, on the connecting thread, with the configured
+    /// parameters (what follows "://"); returns the parameters to open it with. For credentials
+    /// that change: an RDS IAM authentication token (valid 15 minutes), a secret rotated by a
+    /// secrets manager. Its result is a secret: it never appears in messages, events or
+    /// target(), which keep showing the configured parameters, redacted. If it throws, the
+    /// connect fails: permanently (never retried), unless it threw warmpool::connect_error,
+    /// whose transient() is kept. It runs inside the acquire's deadline: keep it fast, or cache
+    /// the token and refresh it ahead of its expiry.
+    std::function<std::string(const std::string& params)> connect_params;
+
     /// Asked at every give-back about a session the pool is about to keep (after any rollback
     /// and reset): return false to close it instead (close_reason::rejected_on_release), e.g.
     /// when the lease changed session state you cannot undo. An exception counts as false.
@@ -4309,8 +4723,8 @@ inline unsigned mysql_error_number(const std::exception& e) noexcept {
 
 /// The parameters handed to SOCI: the user's, plus a connect timeout where the backend takes
 /// one and the user set none, plus a scheme for a bare PostgreSQL URI.
-inline std::string effective_params(const soci_config& cfg, std::chrono::milliseconds timeout) {
-    std::string p = cfg.params();
+inline std::string effective_params(const soci_config& cfg, std::string p,
+                                    std::chrono::milliseconds timeout) {
     // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there. The ceiling, about
     // 24 days, keeps "no limit" (options::forever) within what libpq and MariaDB parse (an int)
     // and within any conversion of theirs to milliseconds.
@@ -4363,15 +4777,16 @@ struct soci_traits {
                                                   std::chrono::milliseconds timeout) {
         namespace impl = soci_impl;
         auto session = std::make_unique<soci::session>();
+        const std::string chosen = chosen_params(cfg);
         try {
-            const std::string params = impl::effective_params(cfg, timeout);
+            const std::string params = impl::effective_params(cfg, chosen, timeout);
             if (cfg.factory() != nullptr) {
                 session->open(*cfg.factory(), params);
             } else {
                 session->open(cfg.backend(), params);
             }
         } catch (const std::exception& e) {
-            throw failure(cfg, "cannot connect to ", e);
+            throw failure(cfg, "cannot connect to ", e, chosen);
         }
         // The client library is loaded now: find its functions once, or fail for good.
         if (const char* why = impl::unresolved(*session)) {
@@ -4421,22 +4836,43 @@ struct soci_traits {
         }
     }
 
-    /// At most one zero-timeout poll() of the socket; false for SQLite and in the fallback.
-    static bool peer_closed(soci::session& s) noexcept {
+    /// At most one zero-timeout poll() of the socket; open for SQLite and in the fallback.
+    static peer_state peer_closed(soci::session& s) noexcept {
         namespace impl = soci_impl;
         switch (impl::kind_of(s)) {
         case impl::backend_kind::none:
-            return true;
+            return peer_state::closed;
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE
         case impl::backend_kind::postgresql:
-            return detail::soci_pg::peer_closed(s);
+            return detail::to_peer_state(detail::soci_pg::peer_closed(s));
 #endif
 #if WARMPOOL_SOCI_MYSQL_NATIVE
         case impl::backend_kind::mysql:
-            return detail::soci_my::peer_closed(s);
+            return detail::to_peer_state(detail::soci_my::peer_closed(s));
 #endif
         default:
-            return false;
+            return peer_state::open;
+        }
+    }
+
+    /// Before the pool destroys a session it abandons (a snapshot restore): its socket is
+    /// pointed at /dev/null, so SOCI's close sends nothing (the kernel closes the socket). In
+    /// the fallback, and for SQLite, the session closes as usual.
+    static void abandon(soci::session& s) noexcept {
+        namespace impl = soci_impl;
+        switch (impl::kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            detail::soci_pg::abandon(s);
+            break;
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            detail::soci_my::abandon(s);
+            break;
+#endif
+        default:
+            break;
         }
     }
 
@@ -4596,16 +5032,49 @@ private:
         return out;
     }
 
-    static connect_error failure(const soci_config& cfg, const char* what,
-                                 const std::exception& e) {
+    // With `chosen` (what connect_params returned), its secrets are scrubbed too.
+    static connect_error failure(const soci_config& cfg, const char* what, const std::exception& e,
+                                 const std::string& chosen = {}) {
         const soci_impl::failure_class c =
             soci_impl::classify(cfg.backend(), e.what(), soci_impl::mysql_error_number(e));
-        return connect_error(
-            what + describe(cfg) + ": " + scrub(cfg, e.what()) + " (" + c.hint + ")", c.transient);
+        std::string text = e.what();
+        if (!chosen.empty() && chosen != cfg.params()) {
+            text = detail::soci_cs::scrub(text, chosen,
+                                          cfg.backend() == "postgresql" &&
+                                              !detail::soci_cs::starts_with_keyword(chosen));
+        }
+        return connect_error(what + describe(cfg) + ": " + scrub(cfg, text) + " (" + c.hint + ")",
+                             c.transient);
+    }
+
+    // The parameters to open a connection with: the configured ones, or connect_params' answer.
+    static std::string chosen_params(const soci_config& cfg) {
+        if (!cfg.connect_params) {
+            return cfg.params();
+        }
+        std::string chosen;
+        try {
+            chosen = cfg.connect_params(cfg.params());
+        } catch (const connect_error& e) {
+            throw connect_error(describe(cfg) +
+                                    ": the connect_params hook failed: " + scrub(cfg, e.what()),
+                                e.transient());
+        } catch (const std::exception& e) {
+            throw connect_error(describe(cfg) +
+                                ": the connect_params hook failed: " + scrub(cfg, e.what()));
+        } catch (...) {
+            throw connect_error(describe(cfg) +
+                                ": the connect_params hook threw a non-standard exception");
+        }
+        if (chosen.empty() && cfg.backend() == "sqlite3") {
+            throw connect_error(describe(cfg) + ": the connect_params hook returned no "
+                                                "parameters; sqlite3 needs at least \"db=FILE\"");
+        }
+        return chosen;
     }
 
     static bool is_broken_or_closed(soci::session& s) noexcept {
-        return is_broken(s) || peer_closed(s);
+        return is_broken(s) || peer_closed(s) == peer_state::closed;
     }
 
     // What soci::session itself keeps between statements, back to a new session's defaults: the

@@ -45,7 +45,7 @@ TEST_CASE("PostgreSQL: the local checks follow the session's state" *
           servers::skip_without(servers::pg)) {
     auto s = traits::connect(server(), milliseconds{5000});
     CHECK_FALSE(traits::is_broken(*s));
-    CHECK_FALSE(traits::peer_closed(*s));
+    CHECK(traits::peer_closed(*s) == warmpool::peer_state::open);
     CHECK_FALSE(traits::in_transaction(*s));
     CHECK(traits::ping(*s, milliseconds{2000}));
     *s << "begin";
@@ -59,7 +59,7 @@ TEST_CASE("PostgreSQL: the local checks follow the session's state" *
         other << "notify warmpool_test";
     }
     CHECK(traits::ping(*s, milliseconds{2000})); // the notification has surely arrived now
-    CHECK_FALSE(traits::peer_closed(*s));
+    CHECK(traits::peer_closed(*s) == warmpool::peer_state::open);
     CHECK_FALSE(traits::is_broken(*s));
 }
 
@@ -73,7 +73,7 @@ TEST_CASE("PostgreSQL: a session killed by the server is seen as closed" *
     }
     // The kill is asynchronous; a ping waits for the outcome, bounded.
     CHECK_FALSE(traits::ping(*s, milliseconds{5000}));
-    CHECK(traits::peer_closed(*s));
+    CHECK(traits::peer_closed(*s) == warmpool::peer_state::closed);
     CHECK(traits::is_broken(*s));
 }
 

@@ -177,7 +177,7 @@ TEST_CASE("in_transaction() follows SQLite's autocommit flag") {
     CHECK(warmpool::soci_traits::rollback(*s, milliseconds{1000}));
     CHECK_FALSE(warmpool::soci_traits::in_transaction(*s));
     CHECK_FALSE(warmpool::soci_traits::is_broken(*s));
-    CHECK_FALSE(warmpool::soci_traits::peer_closed(*s));
+    CHECK(warmpool::soci_traits::peer_closed(*s) == warmpool::peer_state::open);
     CHECK(warmpool::soci_traits::ping(*s, milliseconds{1000}));
 }
 #endif

@@ -14,7 +14,9 @@
 #include <chrono>
 #include <climits>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <unistd.h>
 
 namespace warmpool {
 namespace detail {
@@ -60,6 +62,25 @@ inline constexpr short hangup_events = POLLHUP | POLLERR | POLLNVAL
                                        | POLLRDHUP
 #endif
     ;
+
+/// Points `fd` at /dev/null, so that whatever a client library later sends on it (a goodbye
+/// message, a TLS close_notify) goes nowhere and cannot block, and whatever it reads is the end
+/// of the stream. The socket itself is closed by this (the kernel may still tell the peer with a
+/// FIN); the descriptor number stays valid for the library to close as usual. Used when a
+/// connection is abandoned after a snapshot restore: its peer is gone, or is being talked to
+/// by every other copy restored from the same snapshot.
+inline void silence(int fd) noexcept {
+    if (fd < 0) {
+        return;
+    }
+    const int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (null < 0) {
+        return; // no /dev/null: the library's goodbye goes out as it would anyway
+    }
+    while (::dup2(null, fd) < 0 && errno == EINTR) {
+    }
+    ::close(null);
+}
 
 } // namespace socket_wait
 } // namespace detail

@@ -267,6 +267,15 @@ inline bool peer_closed(soci::session& s) noexcept {
     return (revents & POLLIN) != 0 && my->get_ssl_cipher(c) == nullptr;
 }
 
+/// Makes closing the session send nothing (see socket_wait::silence).
+inline void abandon(soci::session& s) noexcept {
+    const functions* const my = api();
+    MYSQL* const c = conn(s);
+    if (my != nullptr && c != nullptr) {
+        sock::silence(socket_of(*my, c));
+    }
+}
+
 /// One statement with a short reply, sent, its reply awaited with poll() until the deadline and
 /// then read. False on failure or timeout (the connection is mid-command then: the pool closes
 /// it, and mysql_close only sends COM_QUIT).

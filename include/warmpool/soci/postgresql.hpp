@@ -242,6 +242,15 @@ inline bool peer_closed(soci::session& s) noexcept {
     return false;
 }
 
+/// Makes closing the session send nothing (see socket_wait::silence).
+inline void abandon(soci::session& s) noexcept {
+    const functions* const pq = api();
+    PGconn* const c = conn(s);
+    if (pq != nullptr && c != nullptr) {
+        sock::silence(pq->socket(c));
+    }
+}
+
 /// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
 /// result was a success. The connection must be non-blocking already.
 inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
