@@ -112,6 +112,15 @@ ms remaining(wall_clock::time_point deadline, const char* before) {
     return left;
 }
 
+/// The server's own limit on a statement: the time left, less a moment for its "canceled"
+/// answer to arrive before the deadline, where the cutoff (cutoff.hpp) would otherwise end the
+/// connection too. Either way the invocation fails with DeadlineExceeded; this way the
+/// connection survives for the next one.
+ms server_limit(wall_clock::time_point deadline, const char* before) {
+    constexpr ms answer_time{25};
+    return std::max(remaining(deadline, before) - answer_time, ms(1));
+}
+
 std::string seconds(ms d) {
     char text[32];
     std::snprintf(text, sizeof text, "%.3f", static_cast<double>(d.count()) / 1000.0);
@@ -299,12 +308,12 @@ void ledger::prepare() {
 }
 
 void ledger::begin(soci::session& s, wall_clock::time_point deadline) const {
-    const ms left = remaining(deadline, "the transaction began");
+    const ms limit = server_limit(deadline, "the transaction began");
     s.begin();
     if (dialect_ == dialect::postgresql) {
         // Each statement of this transaction is cut off when the time left now runs out. LOCAL:
         // the setting ends with the transaction, so the next lease finds the server's default.
-        s << "set local statement_timeout = " + std::to_string(left.count());
+        s << "set local statement_timeout = " + std::to_string(limit.count());
     }
 }
 
@@ -313,7 +322,7 @@ std::string ledger::bounded(const std::string& sql, wall_clock::time_point deadl
         return sql; // PostgreSQL: bounded by begin(); MySQL and SQLite: checked between steps
     }
     // MariaDB bounds one statement at a time, and SET STATEMENT leaves no session state behind.
-    return "set statement max_statement_time=" + seconds(remaining(deadline, "a statement")) +
+    return "set statement max_statement_time=" + seconds(server_limit(deadline, "a statement")) +
            " for " + sql;
 }
 
@@ -337,7 +346,7 @@ void ledger::work(soci::session& s, long long work_ms, wall_clock::time_point de
     case dialect::postgresql:
         // The limit set at begin() was the time left then; this one is the time left now.
         s << "set local statement_timeout = " +
-                 std::to_string(remaining(deadline, "the work step").count());
+                 std::to_string(server_limit(deadline, "the work step").count());
         s << "select pg_sleep(" + seconds(work) + ")";
         return;
     case dialect::mariadb:
@@ -487,7 +496,7 @@ outcome ledger::handle(const std::string& request_id, const std::string& event,
                             one_line(err.what()) + "); retrying with the same request id is safe");
                 }
                 if (found.exists) {
-                    return answer(found.balance, "committed (confirmed after COMMIT failed)");
+                    return answer(found.balance, "confirmed committed after COMMIT failed");
                 }
                 if (may_retry && time_left(deadline).count() > 0) {
                     continue; // the row is not there: nothing was committed
