@@ -364,7 +364,8 @@ struct closed_counter {
 };
 
 // Every close_reason but none, each with its pool_stats counter. The label value is
-// to_string(reason), the same word the closed event carries.
+// to_string(reason), the same word the closed event carries. tests/unit/test_metrics.cpp fails
+// when a reason is missing here.
 inline constexpr closed_counter closed_counters[] = {
     {close_reason::idle_timeout, &pool_stats::closed_idle_timeout},
     {close_reason::max_lifetime, &pool_stats::closed_max_lifetime},
@@ -374,6 +375,7 @@ inline constexpr closed_counter closed_counters[] = {
     {close_reason::pool_closed, &pool_stats::closed_pool_closed},
     {close_reason::rejected_on_release, &pool_stats::closed_rejected_on_release},
     {close_reason::abandoned, &pool_stats::closed_abandoned},
+    {close_reason::drained, &pool_stats::closed_drained},
 };
 
 // Two sources with the same pool_name and the same labels (in any order) would write the same

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <iterator>
 #include <locale>
 #include <map>
 #include <set>
@@ -57,6 +58,7 @@ warmpool::metrics_source hand_built() {
     st.closed_pool_closed = 26;
     st.closed_rejected_on_release = 27;
     st.closed_abandoned = 28;
+    st.closed_drained = 29;
     st.waits = 31;
     st.wait_time_total = microseconds(2'500'001);
     st.wait_time_max = microseconds(750'000);
@@ -255,6 +257,7 @@ db_client_connection_closed_total{pool_name="orders",service="billing",reason="i
 db_client_connection_closed_total{pool_name="orders",service="billing",reason="pool_closed"} 26
 db_client_connection_closed_total{pool_name="orders",service="billing",reason="rejected_on_release"} 27
 db_client_connection_closed_total{pool_name="orders",service="billing",reason="abandoned"} 28
+db_client_connection_closed_total{pool_name="orders",service="billing",reason="drained"} 29
 # HELP db_client_connection_connect_failures_total Failed connect attempts, each retry counted.
 # TYPE db_client_connection_connect_failures_total counter
 db_client_connection_connect_failures_total{pool_name="orders",service="billing"} 9
@@ -354,6 +357,21 @@ TEST_CASE("UTF-8 checks reject overlong forms, surrogates and code points past U
     CHECK_FALSE(is_utf8("\xF4\x90\x80\x80")); // U+110000
     CHECK_FALSE(is_utf8("\xE2\x82"));         // cut short
     CHECK_FALSE(is_utf8("\x80"));             // a continuation byte alone
+}
+
+TEST_CASE("every close reason has its sample in db_client_connection_closed_total") {
+    const auto text = warmpool::render_prometheus({hand_built()});
+    int reasons = 0;
+    for (int i = 1; i < 256; ++i) {
+        const auto name = warmpool::to_string(static_cast<warmpool::close_reason>(i));
+        if (name == "unknown") {
+            continue;
+        }
+        ++reasons;
+        CAPTURE(name);
+        CHECK(text.find("reason=\"" + std::string(name) + "\"") != std::string::npos);
+    }
+    CHECK(reasons == static_cast<int>(std::size(warmpool::detail::prometheus::closed_counters)));
 }
 
 TEST_CASE(
