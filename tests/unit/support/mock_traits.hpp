@@ -6,10 +6,12 @@
 #include "manual_clock.hpp"
 
 #include <warmpool/errors.hpp>
+#include <warmpool/traits.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -31,7 +33,8 @@ struct mock_connection {
 
     // What the "backend" will report.
     bool broken = false;         // is_broken()
-    bool peer_gone = false;      // peer_closed()
+    bool peer_gone = false;      // peer_closed(): closed
+    bool peer_unsure = false;    // peer_closed(): unsure (bytes it cannot read, as under TLS)
     bool ping_ok = true;         // ping() answers
     bool ping_hangs = false;     // ping() uses its whole timeout, then fails
     bool in_tx = false;          // in_transaction()
@@ -42,6 +45,7 @@ struct mock_connection {
     bool reusable = true;        // reusable(): the release hook's answer
 
     // What the pool did.
+    bool abandoned = false; // abandon() was called: its destruction sends nothing
     int pings = 0;
     int rollbacks = 0;
     int resets = 0;
@@ -59,11 +63,14 @@ struct mock_server {
     int connects = 0;                   // attempts
     int opened = 0;
     int destroyed = 0;
+    int polite_closes = 0; // destroyed with a goodbye to the server
+    int silent_closes = 0; // destroyed after abandon(): nothing sent
     int open_now = 0;
     int max_open = 0;
     std::chrono::milliseconds connect_cost{0}; // manual time one connect takes
     std::chrono::milliseconds last_connect_timeout{0};
-    std::set<mock_connection*> live; // for reaping abandoned ones
+    std::set<mock_connection*> live;      // for reaping abandoned ones
+    std::function<void()> during_connect; // called inside each connect, outside the lock
 
     void fail_next(int n, connect_outcome o) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -93,6 +100,7 @@ struct mock_server {
 inline mock_connection::~mock_connection() {
     std::lock_guard<std::mutex> lock(server.mutex);
     ++server.destroyed;
+    (abandoned ? server.silent_closes : server.polite_closes) += 1;
     --server.open_now;
     server.live.erase(this);
 }
@@ -120,6 +128,9 @@ struct mock_traits {
         if (server->connect_cost.count() > 0) {
             manual_clock::advance(server->connect_cost);
         }
+        if (server->during_connect) {
+            server->during_connect(); // a test's move while this connect is under way
+        }
         switch (outcome) {
         case connect_outcome::transient:
             throw warmpool::connect_error("mock: too many connections", true);
@@ -139,7 +150,14 @@ struct mock_traits {
     }
 
     static bool is_broken(connection& c) noexcept { return c.broken; }
-    static bool peer_closed(connection& c) noexcept { return c.peer_gone; }
+    static warmpool::peer_state peer_closed(connection& c) noexcept {
+        if (c.peer_gone) {
+            return warmpool::peer_state::closed;
+        }
+        return c.peer_unsure ? warmpool::peer_state::unsure : warmpool::peer_state::open;
+    }
+
+    static void abandon(connection& c) noexcept { c.abandoned = true; }
 
     static bool ping(connection& c, std::chrono::milliseconds timeout) noexcept {
         ++c.pings;
