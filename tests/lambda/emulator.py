@@ -522,7 +522,7 @@ class Environment:
             self.freezes += 1
             self._thaw_pending = True
             self._log_line("frozen (SIGSTOP)")
-        _wait_stopped(self.proc.pid)
+        wait_stopped(process_group_pids(self.proc.pid))
 
     def thaw(self):
         """SIGCONT; queued events are delivered from now on, the first one as a thaw."""
@@ -805,18 +805,33 @@ def describe_returncode(rc):
     return _describe_returncode(rc)
 
 
-def _wait_stopped(pid, timeout=1.0):
-    """SIGSTOP is asynchronous: wait until /proc says the process is stopped."""
+def wait_stopped(pids, timeout=2.0):
+    """SIGSTOP is asynchronous, and a process-directed one first wakes a single thread, which
+    then stops the others: until every thread of every process shows state T in /proc, some may
+    still be running (a server answering one more query). Returns False on timeout."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return
-        if state in ("T", "t"):
-            return
-        time.sleep(0.002)
+    for pid in pids:
+        while True:
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                break  # gone
+            running = False
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        state = f.read().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    continue
+                if state not in ("T", "t", "Z", "X"):
+                    running = True
+                    break
+            if not running:
+                break
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.001)
+    return True
 
 
 def process_group_pids(pgid):

@@ -80,6 +80,7 @@ unzip -q "$zip" -d "$work/task" || die "unzip $zip failed"
 [[ -x "$work/task/bootstrap" ]] || die "expected the top-level bootstrap in $zip to be executable (Lambda runs it directly); its mode is $(stat -c %A "$work/task/bootstrap")"
 
 export PYTHONDONTWRITEBYTECODE=1
+rm -rf "$build/lambda-logs" # this run's logs only
 python3 "$here/scenarios.py" \
     --tree-bootstrap "$tree_bootstrap" \
     --zip-bootstrap "$work/task/bootstrap" \

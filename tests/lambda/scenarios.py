@@ -26,6 +26,7 @@ from emulator import (  # noqa: E402
     Environment,
     describe_returncode,
     percentile,
+    wait_stopped,
     summarize,
 )
 
@@ -735,6 +736,9 @@ class Suite:
                     pids = run.db.server_pids()
                     _signal_all(pids, signal.SIGSTOP)
                     try:
+                        # The event must meet a server already hung, not one still finishing.
+                        if not wait_stopped(pids):
+                            raise EmulatorError(f"{run.db.label}'s processes {pids} did not all stop within 2 s of SIGSTOP")
                         inv = self.deadline_invocation(run, sc, env, label)
                     finally:
                         _signal_all(reversed(pids), signal.SIGCONT)
