@@ -31,9 +31,9 @@
 # The packing runs at build time as this same file in script mode (cmake -P), so it sees the
 # executable as built. Dependencies are read with ldd: it asks the build machine's real loader,
 # so the list is exactly what that loader would map (file(GET_RUNTIME_DEPENDENCIES) emulates the
-# search instead and must be told the system's directories). The zip is written with
-# `cmake -E tar --format=zip` and a fixed timestamp (no zip program needed, the same input gives
-# the same bytes), and keeps the executables executable.
+# search instead and must be told the system's directories). The zip keeps the executables
+# executable, and with Info-ZIP's zip installed the same inputs give the same bytes (see the
+# end of this file).
 #
 # What the zip does not carry: glibc's iconv modules (gconv; only conversions beyond UTF-8,
 # ASCII and Latin-1 need them), locales, OpenSSL's configuration and CA certificates (point
@@ -342,14 +342,32 @@ file(COPY "${_stage}/.copy/bootstrap" DESTINATION "${_stage}" FILE_PERMISSIONS $
 file(REMOVE_RECURSE "${_stage}/.copy")
 
 # --- the zip ------------------------------------------------------------------------------------
+# Entries sorted, every timestamp 1980-01-02 00:00 UTC and no owner or access-time fields, so the
+# same inputs give the same bytes (and Lambda's CodeSha256 changes only when the code does).
+# That needs Info-ZIP's zip (-X leaves those fields out) and touch; without them the zip is
+# written by CMake's own archiver, which keeps access times.
 file(GLOB_RECURSE _entries RELATIVE "${_stage}" "${_stage}/*")
 list(SORT _entries)
 string(REPLACE ";" "\n" _list "${_entries}")
 file(WRITE "${_stage}.files" "${_list}\n")
 file(REMOVE "${WARMPOOL_LAMBDA_ZIP}")
-execute_process(COMMAND "${CMAKE_COMMAND}" -E tar cf "${WARMPOOL_LAMBDA_ZIP}" --format=zip
-                        "--mtime=1980-01-02 00:00:00 UTC" "--files-from=${_stage}.files"
-                WORKING_DIRECTORY "${_stage}" RESULT_VARIABLE _rc ERROR_VARIABLE _err)
+find_program(_wl_zip zip)
+find_program(_wl_touch touch)
+if(_wl_zip AND _wl_touch)
+    execute_process(COMMAND "${CMAKE_COMMAND}" -E env TZ=UTC
+                            "${_wl_touch}" -d "1980-01-02 00:00:00" ${_entries}
+                    WORKING_DIRECTORY "${_stage}" RESULT_VARIABLE _rc ERROR_VARIABLE _err)
+    if(_rc EQUAL 0)
+        execute_process(COMMAND "${CMAKE_COMMAND}" -E env TZ=UTC
+                                "${_wl_zip}" -X -q "${WARMPOOL_LAMBDA_ZIP}" -@
+                        INPUT_FILE "${_stage}.files"
+                        WORKING_DIRECTORY "${_stage}" RESULT_VARIABLE _rc ERROR_VARIABLE _err)
+    endif()
+else()
+    execute_process(COMMAND "${CMAKE_COMMAND}" -E tar cf "${WARMPOOL_LAMBDA_ZIP}" --format=zip
+                            "--mtime=1980-01-02 00:00:00 UTC" "--files-from=${_stage}.files"
+                    WORKING_DIRECTORY "${_stage}" RESULT_VARIABLE _rc ERROR_VARIABLE _err)
+endif()
 if(NOT _rc EQUAL 0)
     message(FATAL_ERROR "warmpoolLambda.cmake: writing ${WARMPOOL_LAMBDA_ZIP} failed: ${_err}")
 endif()
