@@ -99,7 +99,8 @@ class Invocation:
 
     def describe(self):
         """One line for failure messages: what was sent, what came back."""
-        what = f"request {self.request_id} ({self.kind or 'not delivered'}) event {self.payload.decode(errors='replace')}"
+        event = self.payload.decode(errors="replace")
+        what = f"request {self.request_id} ({self.kind or 'not delivered'}) event {event}"
         if self.outcome == "response":
             return f"{what}: response {self.body.decode(errors='replace')[:300]}"
         if self.outcome == "error":
@@ -691,7 +692,9 @@ class Environment:
                         f"posted"
                     )
                 else:
-                    self._violation(f"POST .../{request_id}/{outcome}: no such invocation in flight")
+                    self._violation(
+                        f"POST .../{request_id}/{outcome}: no such invocation in flight"
+                    )
                 status = 400
             else:
                 inv.t_result, inv.wall_result_ms, inv.body = t, wall, body
@@ -719,7 +722,11 @@ class Environment:
         if status == 202:
             h._reply(202, {"status": "OK"})
         elif status == 413:
-            h._error(413, "RequestEntityTooLarge", f"Exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).")
+            h._error(
+                413,
+                "RequestEntityTooLarge",
+                f"Exceeded maximum allowed payload size ({MAX_PAYLOAD_BYTES} bytes).",
+            )
         else:
             h._error(400, "InvalidRequestID", "Invalid request ID")
         if inv is not None:
@@ -729,7 +736,8 @@ class Environment:
         with self._cond:
             self._record_call("POST /runtime/init/error")
             et, em = _parse_error_document(body)
-            self.init_errors.append((time.monotonic(), et or h.headers.get("Lambda-Runtime-Function-Error-Type"), em, body))
+            et = et or h.headers.get("Lambda-Runtime-Function-Error-Type")
+            self.init_errors.append((time.monotonic(), et, em, body))
             late = self.delivered > 0
             self._cond.notify_all()
         self._log_line(f"init error: {et}: {em}")
@@ -743,10 +751,10 @@ class Environment:
         with self._cond:
             self._record_call("GET /runtime/restore/next")
             if not self.snap_start or self._restore_pending or self._restore_released:
-                self._violation(
-                    "GET /runtime/restore/next "
-                    + ("without AWS_LAMBDA_INITIALIZATION_TYPE=snap-start" if not self.snap_start else "a second time")
-                )
+                why = "a second time"
+                if not self.snap_start:
+                    why = "without AWS_LAMBDA_INITIALIZATION_TYPE=snap-start"
+                self._violation("GET /runtime/restore/next " + why)
                 bad = True
             else:
                 bad = False
@@ -768,7 +776,8 @@ class Environment:
         with self._cond:
             self._record_call("POST /runtime/restore/error")
             et, em = _parse_error_document(body)
-            self.restore_errors.append((time.monotonic(), et or h.headers.get("Lambda-Runtime-Function-Error-Type"), em, body))
+            et = et or h.headers.get("Lambda-Runtime-Function-Error-Type")
+            self.restore_errors.append((time.monotonic(), et, em, body))
             self._cond.notify_all()
         self._log_line(f"restore error: {et}: {em}")
         h._reply(202, {"status": "OK"})
@@ -777,7 +786,9 @@ class Environment:
     def _log_line(self, text):
         if self._log is None:
             return
-        line = f"[emulator {time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} {self.name}] {text}\n"
+        now = time.time()
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        line = f"[emulator {stamp} {self.name}] {text}\n"
         with self._log_lock:
             try:
                 self._log.write(line.encode())
@@ -913,17 +924,28 @@ def _cli(argv):
         epilog="example: echo '{\"account\":\"a\",\"amount\":5}' | python3 emulator.py "
         "--env DATABASE='postgresql://dbname=app' -- ./bootstrap",
     )
-    p.add_argument("command", nargs="*", help="the runtime to run (omit with --no-spawn)")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a variable for the runtime (repeatable)")
-    p.add_argument("--inherit-env", action="store_true", help="give the runtime this shell's environment too (default: only --env and Lambda's own variables)")
-    p.add_argument("--events", default="-", help="file of JSON events, one a line ('-': stdin)")
-    p.add_argument("--timeout-ms", type=int, default=10000, help="each invocation's deadline, from its delivery (default 10000)")
-    p.add_argument("--max-concurrency", type=int, help="set AWS_LAMBDA_MAX_CONCURRENCY and keep that many events in flight")
-    p.add_argument("--snap-start", action="store_true", help="set AWS_LAMBDA_INITIALIZATION_TYPE=snap-start; freeze at /restore/next and restore after --freeze seconds")
-    p.add_argument("--freeze", type=float, default=0.0, metavar="SECONDS", help="freeze the runtime this long between invocations (0: never)")
-    p.add_argument("--port", type=int, default=0, help="port of the Runtime API (default: any free one)")
-    p.add_argument("--no-spawn", action="store_true", help="only serve the API; start the runtime yourself with the printed AWS_LAMBDA_RUNTIME_API")
-    p.add_argument("--log", help="file for the runtime's output and the request log (default: stderr)")
+    add = p.add_argument
+    add("command", nargs="*", help="the runtime to run (omit with --no-spawn)")
+    add("--env", action="append", default=[], metavar="NAME=VALUE",
+        help="a variable for the runtime (repeatable)")
+    add("--inherit-env", action="store_true",
+        help="give the runtime this shell's environment too (default: only --env and the "
+        "variables Lambda sets)")
+    add("--events", default="-", help="file of JSON events, one a line ('-': stdin)")
+    add("--timeout-ms", type=int, default=10000,
+        help="each invocation's deadline, from its delivery (default 10000)")
+    add("--max-concurrency", type=int,
+        help="set AWS_LAMBDA_MAX_CONCURRENCY and keep that many events in flight")
+    add("--snap-start", action="store_true",
+        help="set AWS_LAMBDA_INITIALIZATION_TYPE=snap-start; freeze at /restore/next and "
+        "restore after --freeze seconds")
+    add("--freeze", type=float, default=0.0, metavar="SECONDS",
+        help="freeze the runtime this long between invocations (0: never)")
+    add("--port", type=int, default=0, help="port of the Runtime API (default: any free one)")
+    add("--no-spawn", action="store_true",
+        help="only serve the API; start the runtime yourself with the printed "
+        "AWS_LAMBDA_RUNTIME_API")
+    add("--log", help="file for the runtime's output and the request log (default: stderr)")
     a = p.parse_args(argv)
     if not a.command and not a.no_spawn:
         p.error("give the runtime's command, or --no-spawn")
@@ -981,8 +1003,15 @@ def _cli(argv):
         drain(0)
         if e.spawn and e.alive and e.wait_idle(10):
             took = e.sigterm()
-            print(json.dumps({"sigterm_exit_ms": None if took is None else round(took * 1000, 1)}), file=sys.stderr)
-        print(json.dumps({"latency": summarize(e.invocations), "init_ms": None if e.init_duration_s is None else round(e.init_duration_s * 1000, 1), "violations": e.violations}), file=sys.stderr)
+            exit_ms = None if took is None else round(took * 1000, 1)
+            print(json.dumps({"sigterm_exit_ms": exit_ms}), file=sys.stderr)
+        init_ms = None if e.init_duration_s is None else round(e.init_duration_s * 1000, 1)
+        summary = {
+            "latency": summarize(e.invocations),
+            "init_ms": init_ms,
+            "violations": e.violations,
+        }
+        print(json.dumps(summary), file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:

@@ -121,14 +121,16 @@ class Database:
             env["MYSQL_PWD"] = p.get("password", "")
             argv = ["mariadb", "--no-defaults", "--batch", "--skip-column-names"]
             argv += ["--connect-timeout=5", "-h", p.get("host", "127.0.0.1"), "-P", str(self.port)]
-            argv += ["-u", p.get("user", ""), "-D", p.get("db", p.get("dbname", "")), "-e", statement]
+            database = p.get("db", p.get("dbname", ""))
+            argv += ["-u", p.get("user", ""), "-D", database, "-e", statement]
         try:
             out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise DatabaseError(f"{self.label}: `{statement[:80]}` took more than {timeout} s")
         if out.returncode != 0:
             raise DatabaseError(
-                f"{self.label}: `{statement[:80]}` failed ({out.returncode}): {out.stderr.strip()[:400]}"
+                f"{self.label}: `{statement[:80]}` failed ({out.returncode}): "
+                f"{out.stderr.strip()[:400]}"
             )
         return [line.split("\t") for line in out.stdout.splitlines() if line != ""]
 
@@ -143,7 +145,10 @@ class Database:
                 [self.ctl_command, action], capture_output=True, text=True, timeout=timeout
             )
         except subprocess.TimeoutExpired:
-            raise DatabaseError(f"{self.label}: `{os.path.basename(self.ctl_command)} {action}` took more than {timeout} s")
+            raise DatabaseError(
+                f"{self.label}: `{os.path.basename(self.ctl_command)} {action}` took more than "
+                f"{timeout} s"
+            )
         if out.returncode != 0:
             raise DatabaseError(
                 f"{self.label}: `{os.path.basename(self.ctl_command)} {action}` failed "
@@ -180,9 +185,11 @@ class Database:
             return 0
         if self.kind == "postgresql":
             ports = ",".join(str(p) for p in client_ports)
-            return int(self.scalar(f"select count(*) from pg_stat_activity where client_port in ({ports})"))
+            return int(self.scalar(
+                f"select count(*) from pg_stat_activity where client_port in ({ports})"))
         hosts = ",".join(f"'127.0.0.1:{p}'" for p in client_ports)
-        return int(self.scalar(f"select count(*) from information_schema.processlist where host in ({hosts})"))
+        return int(self.scalar(
+            f"select count(*) from information_schema.processlist where host in ({hosts})"))
 
     def wait_sessions_gone(self, client_ports, timeout):
         end = time.monotonic() + timeout
@@ -197,7 +204,9 @@ class Database:
         pg_stat_database.sessions_abandoned (EOF without a Terminate message), MariaDB's
         Aborted_clients (no COM_QUIT; wait_timeout expiries count there too)."""
         if self.kind == "postgresql":
-            return int(self.scalar("select sessions_abandoned from pg_stat_database where datname = current_database()"))
+            return int(self.scalar(
+                "select sessions_abandoned from pg_stat_database "
+                "where datname = current_database()"))
         return int(self.sql("show global status like 'Aborted_clients'")[0][1])
 
     def tls_sessions(self, client_ports):
@@ -293,10 +302,12 @@ class Suite:
         where = f"[{run.db.label} / {scenario}]"
         text = f"FAIL {where} {message}"
         if env is not None:
-            text += f"\n    process: {describe_returncode(env.returncode) if env.returncode is not None else 'running'}; log: {env.log_path}"
+            state = "running" if env.returncode is None else describe_returncode(env.returncode)
+            text += f"\n    process: {state}; log: {env.log_path}"
             tail = env.log_tail(15)
             if tail:
-                text += "\n    last lines of its log:\n" + "\n".join("      " + line for line in tail.splitlines())
+                indented = "\n".join("      " + line for line in tail.splitlines())
+                text += "\n    last lines of its log:\n" + indented
         self.failures.append(f"{where} {message}")
         print(text, flush=True)
 
@@ -328,7 +339,13 @@ class Suite:
         for v in env.violations:
             self.fail(run, scenario, f"Runtime API protocol: {v}", env)
         for _, et, em, _ in env.init_errors:
-            self.fail(run, scenario, f"expected no POST /runtime/init/error, got errorType={et!r} errorMessage={em!r}", env)
+            self.fail(
+                run,
+                scenario,
+                f"expected no POST /runtime/init/error, got errorType={et!r} "
+                f"errorMessage={em!r}",
+                env,
+            )
         if env.init_duration_s is not None:
             run.init_ms.append(env.init_duration_s * 1000)
         env.close()
@@ -346,7 +363,9 @@ class Suite:
             e["work_ms"] = work_ms
         return e
 
-    def send(self, run, scenario, env, account, amount=None, work_ms=None, timeout_ms=10000, group=""):
+    def send(
+        self, run, scenario, env, account, amount=None, work_ms=None, timeout_ms=10000, group=""
+    ):
         """Invokes and waits; the result is checked against the expected balance. `group` keeps
         an invocation's latency apart in the report (TLS)."""
         if amount is None:
@@ -354,10 +373,21 @@ class Suite:
         inv = env.invoke(
             self.event(run, account, amount, work_ms),
             timeout_ms=timeout_ms,
-            meta={"account": account, "amount": amount, "work_ms": work_ms or 0, "scenario": scenario, "group": group},
+            meta={
+                "account": account,
+                "amount": amount,
+                "work_ms": work_ms or 0,
+                "scenario": scenario,
+                "group": group,
+            },
         )
         if not inv.wait(RESULT_WAIT_S):
-            self.fail(run, scenario, f"expected a result within {RESULT_WAIT_S} s; none came: {inv.describe()}", env)
+            self.fail(
+                run,
+                scenario,
+                f"expected a result within {RESULT_WAIT_S} s; none came: {inv.describe()}",
+                env,
+            )
             run.uncertain.add(account)
             return inv
         self.check_response(run, scenario, inv, env)
@@ -369,7 +399,12 @@ class Suite:
             expected = run.balance[account] + amount
             if inv.outcome != "response":
                 run.uncertain.add(account)
-                self.fail(run, scenario, f"expected a response with balance {expected}; got {inv.describe()}", env)
+                self.fail(
+                    run,
+                    scenario,
+                    f"expected a response with balance {expected}; got {inv.describe()}",
+                    env,
+                )
                 return False
             res = inv.result
             good = (
@@ -381,19 +416,27 @@ class Suite:
             run.balance[account] = expected
             run.succeeded.append(inv)
         if not good:
-            hint = " (an earlier invocation for this account failed, so the balance may be off by its amount)" if account in run.uncertain else ""
+            hint = ""
+            if account in run.uncertain:
+                hint = " (an earlier invocation for this account failed, so the balance may be off)"
             self.fail(
                 run,
                 scenario,
-                f"expected {{\"account\":\"{account}\",\"balance\":{expected}}} (the sum of the amounts "
-                f"sent for the account); got {inv.body.decode(errors='replace')[:300]}{hint}",
+                f'expected {{"account":"{account}","balance":{expected}}} (the sum of the '
+                f"amounts sent for the account); got {inv.body.decode(errors='replace')[:300]}"
+                f"{hint}",
                 env,
             )
         return good
 
     def expect_kind(self, run, scenario, inv, kind):
         if inv.kind != kind:
-            self.fail(run, scenario, f"expected request {inv.request_id} to be delivered as a {kind} invocation; it was {inv.kind}")
+            self.fail(
+                run,
+                scenario,
+                f"expected request {inv.request_id} to be delivered as a {kind} invocation; "
+                f"it was {inv.kind}",
+            )
 
     # --- checks shared by scenarios -------------------------------------------------------------
     def held_connections(self, run, scenario, env, require):
@@ -413,43 +456,90 @@ class Suite:
         """SIGTERM while idle in /next: exit within 300 ms, and its sessions are gone from the
         server; with polite_check, also closed with the protocol's goodbye (not just dropped)."""
         if not env.wait_idle(10):
-            self.fail(run, scenario, f"expected the runtime back in /next before SIGTERM; state {env.state()}", env)
+            self.fail(
+                run,
+                scenario,
+                f"expected the runtime back in /next before SIGTERM; state {env.state()}",
+                env,
+            )
             return
         ports = env.tcp_connections(run.db.port)
         if polite_check:
             if not ports:
-                self.fail(run, scenario, "expected a database connection open before SIGTERM (to check it is closed); there was none", env)
+                self.fail(
+                    run,
+                    scenario,
+                    "expected a database connection open before SIGTERM (to check it is "
+                    "closed); there was none",
+                    env,
+                )
                 return
             seen = run.db.sessions_from(ports)
             if seen != len(ports):
-                self.fail(run, scenario, f"expected the server to list the runtime's {len(ports)} connection(s) (client ports {ports}) before SIGTERM; it lists {seen}")
+                self.fail(
+                    run,
+                    scenario,
+                    f"expected the server to list the runtime's {len(ports)} connection(s) "
+                    f"(client ports {ports}) before SIGTERM; it lists {seen}",
+                )
             abandoned_before = run.db.abandoned_sessions()
         took = env.sigterm(timeout=5)
         if took is None:
-            self.fail(run, scenario, f"expected the runtime to exit within {SIGTERM_LIMIT_S * 1000:.0f} ms of SIGTERM; it was still running after 5 s (SIGKILLed)", env)
+            self.fail(
+                run,
+                scenario,
+                f"expected the runtime to exit within {SIGTERM_LIMIT_S * 1000:.0f} ms of "
+                "SIGTERM; it was still running after 5 s (SIGKILLed)",
+                env,
+            )
             return
         run.sigterm_ms.append(took * 1000)
         if took >= SIGTERM_LIMIT_S:
-            self.fail(run, scenario, f"expected the runtime to exit within {SIGTERM_LIMIT_S * 1000:.0f} ms of SIGTERM; it took {took * 1000:.1f} ms", env)
+            self.fail(
+                run,
+                scenario,
+                f"expected the runtime to exit within {SIGTERM_LIMIT_S * 1000:.0f} ms of "
+                f"SIGTERM; it took {took * 1000:.1f} ms",
+                env,
+            )
         rc = env.returncode
         if rc is not None and rc < 0:
-            self.fail(run, scenario, f"expected the runtime to handle SIGTERM (close its pool, then exit); it was {describe_returncode(rc)}", env)
+            self.fail(
+                run,
+                scenario,
+                "expected the runtime to handle SIGTERM (close its pool, then exit); it was "
+                f"{describe_returncode(rc)}",
+                env,
+            )
         elif rc not in (0, 128 + signal.SIGTERM):
-            self.fail(run, scenario, f"expected exit code 0 (or 143) after SIGTERM; got {describe_returncode(rc)}", env)
+            self.fail(
+                run,
+                scenario,
+                f"expected exit code 0 (or 143) after SIGTERM; got {describe_returncode(rc)}",
+                env,
+            )
         left = run.db.wait_sessions_gone(ports, 2.0)
         if left:
-            self.fail(run, scenario, f"expected the server to drop the runtime's sessions (client ports {ports}) once it exited; {left} still listed after 2 s")
+            self.fail(
+                run,
+                scenario,
+                f"expected the server to drop the runtime's sessions (client ports {ports}) "
+                f"once it exited; {left} still listed after 2 s",
+            )
         if polite_check:
             # The server counts the session's end when its backend exits: give it a moment.
             time.sleep(0.3)
             abandoned = run.db.abandoned_sessions() - abandoned_before
             if abandoned > 0:
-                what = "pg_stat_database.sessions_abandoned" if run.db.kind == "postgresql" else "Aborted_clients"
+                what = "Aborted_clients"
+                if run.db.kind == "postgresql":
+                    what = "pg_stat_database.sessions_abandoned"
                 self.fail(
                     run,
                     scenario,
-                    f"expected the runtime to close its {len(ports)} connection(s) with the protocol's "
-                    f"goodbye on SIGTERM (pool closed); the server counted {abandoned} session(s) "
+                    f"expected the runtime to close its {len(ports)} connection(s) with the "
+                    f"protocol's goodbye on SIGTERM (pool closed); the server counted "
+                    f"{abandoned} session(s) "
                     f"abandoned without it ({what} +{abandoned})",
                     env,
                 )
@@ -469,8 +559,9 @@ class Suite:
                     self.fail(
                         run,
                         scenario,
-                        f"expected the server to close the frozen environment's idle session after its "
-                        f"idle timeout of {IDLE_TIMEOUT_S} s; {left} session(s) still open after "
+                        f"expected the server to close the frozen environment's idle session "
+                        f"after its idle timeout of {IDLE_TIMEOUT_S} s; {left} session(s) still "
+                        f"open after "
                         f"{IDLE_TIMEOUT_S + 3} s (is the idle timeout applied?)",
                     )
             elif action in ("terminate", "restart"):
@@ -478,7 +569,12 @@ class Suite:
                 if action == "terminate":
                     left = run.db.wait_sessions_gone(ports, 3)
                     if left:
-                        self.fail(run, scenario, f"expected `{action}` to close the frozen environment's sessions; {left} still open")
+                        self.fail(
+                            run,
+                            scenario,
+                            f"expected `{action}` to close the frozen environment's sessions; "
+                            f"{left} still open",
+                        )
             rest = FREEZE_S - (time.monotonic() - t0)
             if rest > 0:
                 time.sleep(rest)
@@ -545,7 +641,11 @@ class Suite:
                 f"{root}; it mapped {len(outside)} from elsewhere: {', '.join(sorted(outside))}",
             )
         else:
-            self.say(run, scenario, f"the running bootstrap maps only libraries from the unzipped folder")
+            self.say(
+                run,
+                scenario,
+                "the running bootstrap maps only libraries from the unzipped folder",
+            )
 
     def scenario_lifecycle(self, run, warm_count):
         """Cold, warm, then thaws: after the server's idle timeout, after its sessions were
@@ -564,7 +664,12 @@ class Suite:
                 sub = f"thaw after {'idle timeout' if action == 'idle' else action}"
                 for _ in range(times):
                     if not env.wait_idle(10):
-                        self.fail(run, sub, f"expected the runtime back in /next; state {env.state()}", env)
+                        self.fail(
+                            run,
+                            sub,
+                            f"expected the runtime back in /next; state {env.state()}",
+                            env,
+                        )
                         return
                     self.held_connections(run, sub, env, require=True)
                     self.freeze_for(run, sub, env, action)
@@ -587,10 +692,21 @@ class Suite:
         try:
             if not env.wait_restore_next(15):
                 calls = ", ".join(c for _, c in env.api_calls) or "none"
-                self.fail(run, sc, f"expected GET /runtime/restore/next after init with AWS_LAMBDA_INITIALIZATION_TYPE=snap-start; Runtime API calls seen: {calls}", env)
+                self.fail(
+                    run,
+                    sc,
+                    "expected GET /runtime/restore/next after init with "
+                    "AWS_LAMBDA_INITIALIZATION_TYPE=snap-start; Runtime API calls seen: "
+                    f"{calls}",
+                    env,
+                )
                 return
             held = env.tcp_connections(run.db.port)
-            self.say(run, sc, f"at the snapshot the runtime holds {len(held)} database connection(s)")
+            self.say(
+                run,
+                sc,
+                f"at the snapshot the runtime holds {len(held)} database connection(s)",
+            )
             # The snapshot: the process is frozen at /restore/next; the restored copy's sockets
             # are dead (the server ends them here, the closest a test can get), and its clocks
             # would have jumped, which cannot be emulated without privileges (clock_settime
@@ -611,7 +727,13 @@ class Suite:
                 self.freeze_for(run, sc, env, "terminate")
                 self.expect_kind(run, sc, self.send(run, sc, env, acct), "thaw")
             for _, et, em, _ in env.restore_errors:
-                self.fail(run, sc, f"expected no POST /runtime/restore/error; got errorType={et!r} errorMessage={em!r}", env)
+                self.fail(
+                    run,
+                    sc,
+                    f"expected no POST /runtime/restore/error; got errorType={et!r} "
+                    f"errorMessage={em!r}",
+                    env,
+                )
             if self.alive_or_fail(run, sc, env):
                 self.sigterm(run, sc, env)
         finally:
@@ -625,7 +747,13 @@ class Suite:
         try:
             self.send(run, sc, env, f"{run.prefix}conc-init")
             if not env.wait_idle(10):
-                self.fail(run, sc, f"expected the runtime to wait in {chains} concurrent /next calls when idle; state {env.state()}", env)
+                self.fail(
+                    run,
+                    sc,
+                    f"expected the runtime to wait in {chains} concurrent /next calls when "
+                    f"idle; state {env.state()}",
+                    env,
+                )
             results = [[] for _ in range(chains)]
 
             def chain(i):
@@ -635,7 +763,12 @@ class Suite:
                     inv = env.invoke(
                         self.event(run, acct, amount, work_ms),
                         timeout_ms=10000,
-                        meta={"account": acct, "amount": amount, "work_ms": work_ms, "scenario": sc},
+                        meta={
+                            "account": acct,
+                            "amount": amount,
+                            "work_ms": work_ms,
+                            "scenario": sc,
+                        },
                     )
                     results[i].append(inv)
                     if not inv.wait(RESULT_WAIT_S) or inv.outcome != "response":
@@ -650,12 +783,28 @@ class Suite:
                 for inv in results[i]:
                     self.check_response(run, sc, inv, env)
                 if len(results[i]) < per_chain:
-                    self.fail(run, sc, f"chain {i} stopped after its failed invocation ({len(results[i])} of {per_chain} sent)")
+                    self.fail(
+                        run,
+                        sc,
+                        f"chain {i} stopped after its failed invocation ({len(results[i])} of "
+                        f"{per_chain} sent)",
+                    )
             if env.max_inflight != chains:
-                self.fail(run, sc, f"expected {chains} invocations in flight at once with AWS_LAMBDA_MAX_CONCURRENCY={chains} and {chains} concurrent callers; at most {env.max_inflight} were")
+                self.fail(
+                    run,
+                    sc,
+                    f"expected {chains} invocations in flight at once with "
+                    f"AWS_LAMBDA_MAX_CONCURRENCY={chains} and {chains} concurrent callers; at "
+                    f"most {env.max_inflight} were",
+                )
             if self.alive_or_fail(run, sc, env):
                 ports = self.held_connections(run, sc, env, require=False)
-                self.say(run, sc, f"at most {env.max_inflight} in flight; {len(ports)} database connection(s) open when idle")
+                self.say(
+                    run,
+                    sc,
+                    f"at most {env.max_inflight} in flight; {len(ports)} database "
+                    "connection(s) open when idle",
+                )
                 self.sigterm(run, sc, env)
         finally:
             self.finish_env(run, sc, env)
@@ -668,7 +817,14 @@ class Suite:
         inv = env.invoke(
             self.event(run, acct, amount),
             timeout_ms=DEADLINE_EVENT_MS,
-            meta={"account": acct, "amount": amount, "work_ms": 0, "scenario": scenario, "deliberate": True, "figures": False},
+            meta={
+                "account": acct,
+                "amount": amount,
+                "work_ms": 0,
+                "scenario": scenario,
+                "deliberate": True,
+                "figures": False,
+            },
         )
         run.deliberate.append(inv)
         inv.wait(DEADLINE_EVENT_MS / 1000 + 1.0)
@@ -690,28 +846,63 @@ class Suite:
         )
         back_ms = (server_back - inv.t_delivered) * 1000 if inv.t_delivered else None
         if inv.outcome is None:
-            self.fail(run, scenario, f"{how}: expected {want}; nothing came at all (the invocation timed out silently)", env)
+            self.fail(
+                run,
+                scenario,
+                f"{how}: expected {want}; nothing came at all (the invocation timed out "
+                "silently)",
+                env,
+            )
             return
         late = not inv.before_deadline
         margin = inv.deadline_ms - inv.wall_result_ms
         took = (inv.t_result - inv.t_delivered) * 1000
-        when = (
-            f"{took:.0f} ms after delivery, {-margin} ms after the deadline"
-            + (f", {took - back_ms:.0f} ms after the server was back ({back_ms:.0f} ms after delivery)" if late and back_ms is not None and took > back_ms else "")
-            + (" (the server was still down then)" if late and back_ms is not None and took <= back_ms else "")
-        )
+        when = f"{took:.0f} ms after delivery, {-margin} ms after the deadline"
+        if late and back_ms is not None:
+            if took > back_ms:
+                when += (
+                    f", {took - back_ms:.0f} ms after the server was back "
+                    f"({back_ms:.0f} ms after delivery)"
+                )
+            else:
+                when += " (the server was still down then)"
         if inv.outcome != "error":
-            self.fail(run, scenario, f"{how}: expected {want}; got a {inv.outcome} {when}: {inv.describe()}", env)
+            self.fail(
+                run,
+                scenario,
+                f"{how}: expected {want}; got a {inv.outcome} {when}: {inv.describe()}",
+                env,
+            )
             return
         if late:
-            self.fail(run, scenario, f"{how}: expected {want}; the error came {when}: errorType={inv.error_type!r} errorMessage={(inv.error_message or '')[:400]!r}", env)
+            self.fail(
+                run,
+                scenario,
+                f"{how}: expected {want}; the error came {when}: errorType={inv.error_type!r} "
+                f"errorMessage={(inv.error_message or '')[:400]!r}",
+                env,
+            )
         if inv.error_type not in DEADLINE_ERROR_TYPES:
-            self.fail(run, scenario, f"{how}: expected {want}; got errorType {inv.error_type!r}: {inv.describe()}", env)
+            self.fail(
+                run,
+                scenario,
+                f"{how}: expected {want}; got errorType {inv.error_type!r}: {inv.describe()}",
+                env,
+            )
         if not inv.error_message:
-            self.fail(run, scenario, f"{how}: expected an errorMessage saying what failed; it was empty")
+            self.fail(
+                run,
+                scenario,
+                f"{how}: expected an errorMessage saying what failed; it was empty",
+            )
         if not late:
             run.deadline_margins_ms.append(margin)
-            self.say(run, scenario, f"{how}: /error {inv.error_type} {margin} ms before the deadline: {inv.error_message[:160] if inv.error_message else ''}")
+            self.say(
+                run,
+                scenario,
+                f"{how}: /error {inv.error_type} {margin} ms before the deadline: "
+                f"{inv.error_message[:160] if inv.error_message else ''}",
+            )
 
     def scenario_deadline(self, run):
         """An event due 1.5 s after delivery while the server cannot answer: hung (SIGSTOP, when
@@ -727,10 +918,18 @@ class Suite:
             self.send(run, sc, env, acct)
             pids = run.db.server_pids()
             if pids:
-                for label, idle_s in (("hung, connection just used", 0.0), ("hung, connection idle 0.7 s", 0.7)):
+                for label, idle_s in (
+                    ("hung, connection just used", 0.0),
+                    ("hung, connection idle 0.7 s", 0.7),
+                ):
                     self.send(run, sc, env, acct)
                     if not env.wait_idle(10):
-                        self.fail(run, sc, f"expected the runtime back in /next; state {env.state()}", env)
+                        self.fail(
+                            run,
+                            sc,
+                            f"expected the runtime back in /next; state {env.state()}",
+                            env,
+                        )
                         return
                     time.sleep(idle_s)
                     pids = run.db.server_pids()
@@ -738,7 +937,10 @@ class Suite:
                     try:
                         # The event must meet a server already hung, not one still finishing.
                         if not wait_stopped(pids):
-                            raise EmulatorError(f"{run.db.label}'s processes {pids} did not all stop within 2 s of SIGSTOP")
+                            raise EmulatorError(
+                                f"{run.db.label}'s processes {pids} did not all stop within 2 s "
+                                "of SIGSTOP"
+                            )
                         inv = self.deadline_invocation(run, sc, env, label)
                     finally:
                         _signal_all(reversed(pids), signal.SIGCONT)
@@ -746,12 +948,20 @@ class Suite:
                     idle = env.wait_idle(15)
                     self.judge_deadline(run, sc, env, inv, label, back)
                     if not idle:
-                        self.fail(run, sc, f"{label}: expected the runtime back in /next once the server resumed; state {env.state()}", env)
+                        self.fail(
+                            run,
+                            sc,
+                            f"{label}: expected the runtime back in /next once the server "
+                            f"resumed; state {env.state()}",
+                            env,
+                        )
                         return
                     self.settle_deliberate(run, inv)
                     self.send(run, f"{sc} (after: {label})", env, acct)
             else:
-                why = "WARMPOOL_TEST_SIGSTOP is not 1" if run.db.kind == "postgresql" else "its process cannot be signalled from here"
+                why = "its process cannot be signalled from here"
+                if run.db.kind == "postgresql":
+                    why = "WARMPOOL_TEST_SIGSTOP is not 1"
                 self.say(run, sc, f"hung-server variants not run: {why}")
             if not env.wait_idle(10):
                 self.fail(run, sc, f"expected the runtime back in /next; state {env.state()}", env)
@@ -765,7 +975,13 @@ class Suite:
             idle = env.wait_idle(15)
             self.judge_deadline(run, sc, env, inv, "stopped", back)
             if not idle:
-                self.fail(run, sc, f"stopped: expected the runtime back in /next once the server started again; state {env.state()}", env)
+                self.fail(
+                    run,
+                    sc,
+                    "stopped: expected the runtime back in /next once the server started "
+                    f"again; state {env.state()}",
+                    env,
+                )
                 return
             self.settle_deliberate(run, inv)
             self.send(run, f"{sc} (after: stopped)", env, acct)
@@ -779,7 +995,10 @@ class Suite:
         tls = run.db.tls_connect_string
         var = f"WARMPOOL_TEST_{'PG' if run.db.kind == 'postgresql' else 'MYSQL'}_TLS"
         if not tls:
-            msg = f"TLS not available: {var} is not exported, so the thaw-after-terminate scenario did not run over TLS"
+            msg = (
+                f"TLS not available: {var} is not exported, so the thaw-after-terminate "
+                "scenario did not run over TLS"
+            )
             self.say(run, sc, msg)
             self.notes.append(f"{run.db.label}: {msg}")
             return
@@ -796,9 +1015,19 @@ class Suite:
             if run.db.kind == "postgresql":
                 n = run.db.tls_sessions(ports)
                 if not ports or n != len(ports):
-                    self.fail(run, sc, f"expected the runtime's {len(ports)} session(s) to use TLS (pg_stat_ssl); {n} do")
+                    self.fail(
+                        run,
+                        sc,
+                        f"expected the runtime's {len(ports)} session(s) to use TLS "
+                        f"(pg_stat_ssl); {n} do",
+                    )
             elif run.db.ssl_accepts() - before < 1:
-                self.fail(run, sc, "expected the server to count a TLS handshake (Ssl_accepts) for the runtime's connection; it counted none")
+                self.fail(
+                    run,
+                    sc,
+                    "expected the server to count a TLS handshake (Ssl_accepts) for the "
+                    "runtime's connection; it counted none",
+                )
             self.freeze_for(run, sc, env, "terminate")
             self.expect_kind(run, sc, self.send(run, sc, env, acct, group="TLS"), "thaw")
             for _ in range(3):
@@ -816,32 +1045,70 @@ class Suite:
         # about now: wait for stragglers before looking.
         time.sleep(0.5)
         rows = run.db.ledger_rows(run.prefix)
-        expected = {inv.request_id: (inv.meta["account"], inv.meta["amount"]) for inv in run.succeeded}
+        expected = {i.request_id: (i.meta["account"], i.meta["amount"]) for i in run.succeeded}
         missing = [rid for rid in expected if rid not in rows]
         wrong = [rid for rid in expected if rid in rows and rows[rid] != expected[rid]]
         deliberate = {inv.request_id for inv in run.deliberate}
         sent = {inv.request_id for env in run.environments for inv in env.invocations}
         extra_deliberate = [rid for rid in rows if rid in deliberate]
-        extra_failed = [rid for rid in rows if rid not in expected and rid in sent and rid not in deliberate]
+        extra_failed = [
+            rid for rid in rows if rid not in expected and rid in sent and rid not in deliberate
+        ]
         unknown = [rid for rid in rows if rid not in sent]
         if missing:
-            self.fail(run, sc, f"expected a ledger row for each of the {len(expected)} successful invocations; {len(missing)} have none (lost effects), e.g. {missing[:3]}")
+            self.fail(
+                run,
+                sc,
+                f"expected a ledger row for each of the {len(expected)} successful "
+                f"invocations; {len(missing)} have none (lost effects), e.g. {missing[:3]}",
+            )
         if wrong:
-            self.fail(run, sc, f"expected each row to hold the invocation's account and amount; {len(wrong)} differ, e.g. {[(r, rows[r], expected[r]) for r in wrong[:3]]}")
+            self.fail(
+                run,
+                sc,
+                f"expected each row to hold the invocation's account and amount; {len(wrong)} "
+                f"differ, e.g. {[(r, rows[r], expected[r]) for r in wrong[:3]]}",
+            )
         if extra_deliberate:
-            self.fail(run, sc, f"expected no ledger row for the deadline scenario's invocations, which were reported to /error; found {len(extra_deliberate)}: {extra_deliberate} (the effect was committed after the failure was reported)")
+            self.fail(
+                run,
+                sc,
+                "expected no ledger row for the deadline scenario's invocations, which were "
+                f"reported to /error; found {len(extra_deliberate)}: {extra_deliberate} (the "
+                "effect was committed after the failure was reported)",
+            )
         if extra_failed:
-            self.fail(run, sc, f"expected no ledger row for invocations that got no successful response; found {len(extra_failed)}, e.g. {extra_failed[:3]}")
+            self.fail(
+                run,
+                sc,
+                "expected no ledger row for invocations that got no successful response; "
+                f"found {len(extra_failed)}, e.g. {extra_failed[:3]}",
+            )
         if unknown:
-            self.fail(run, sc, f"expected only rows for request ids the emulator sent; found {len(unknown)} others, e.g. {unknown[:3]} (doubled or invented effects)")
+            self.fail(
+                run,
+                sc,
+                f"expected only rows for request ids the emulator sent; found {len(unknown)} "
+                f"others, e.g. {unknown[:3]} (doubled or invented effects)",
+            )
         sums = collections.defaultdict(int)
         for account, amount in rows.values():
             sums[account] += amount
         for account, balance in run.balance.items():
             if account not in run.uncertain and sums.get(account, 0) != balance:
-                self.fail(run, sc, f"expected sum(amount) for account {account} to be {balance}; the table says {sums.get(account, 0)}")
+                self.fail(
+                    run,
+                    sc,
+                    f"expected sum(amount) for account {account} to be {balance}; the table "
+                    f"says {sums.get(account, 0)}",
+                )
         if not (missing or wrong or extra_deliberate or extra_failed or unknown):
-            self.say(run, sc, f"{len(rows)} rows, one per successful invocation; none for the {len(deliberate)} deliberate failures")
+            self.say(
+                run,
+                sc,
+                f"{len(rows)} rows, one per successful invocation; none for the "
+                f"{len(deliberate)} deliberate failures",
+            )
 
     # --- one server -----------------------------------------------------------------------------
     def run_server(self, db):
@@ -873,7 +1140,9 @@ class Suite:
                 except (EmulatorError, DatabaseError, OSError) as e:
                     self.fail(run, name, f"{type(e).__name__}: {e}")
                 except Exception:
-                    self.fail(run, name, "unexpected exception in the test:\n" + traceback.format_exc())
+                    self.fail(
+                        run, name, "unexpected exception in the test:\n" + traceback.format_exc()
+                    )
                 status = "ok" if len(self.failures) == before else "FAILED"
                 print(f"  {db.label}: {name}: {status} ({time.monotonic() - t0:.1f} s)", flush=True)
                 self.ensure_server_up(run)
@@ -899,14 +1168,19 @@ class Suite:
     # --- report ---------------------------------------------------------------------------------
     def report(self):
         out = {"run_id": self.run_id, "failures": self.failures, "notes": self.notes, "servers": {}}
-        lines = ["", "Lambda example: invocation latency in ms (work_ms=0), from the emulator's side",
-                 f"  {'server':<15} {'kind':<8} {'count':>5} {'p50':>9} {'p99':>9} {'max':>9}"]
+        lines = [
+            "",
+            "Lambda example: invocation latency in ms (work_ms=0), from the emulator's side",
+            f"  {'server':<15} {'kind':<8} {'count':>5} {'p50':>9} {'p99':>9} {'max':>9}",
+        ]
         for run in self.runs:
             groups = collections.defaultdict(list)
             for env in run.environments:
                 for inv in env.invocations:
-                    if not inv.meta.get("work_ms") and inv.meta.get("figures", True) and inv.outcome == "response":
-                        label = run.db.label + (" " + inv.meta["group"] if inv.meta.get("group") else "")
+                    m = inv.meta
+                    counted = not m.get("work_ms") and m.get("figures", True)
+                    if counted and inv.outcome == "response":
+                        label = run.db.label + (" " + m["group"] if m.get("group") else "")
                         groups[label].append(inv)
             for label in sorted(groups, key=len):
                 lat = summarize(groups[label])
@@ -914,7 +1188,10 @@ class Suite:
                 for kind in KINDS:
                     s = lat.get(kind)
                     if s:
-                        lines.append(f"  {label:<15} {kind:<8} {s['count']:>5} {s['p50_ms']:>9.2f} {s['p99_ms']:>9.2f} {s['max_ms']:>9.2f}")
+                        lines.append(
+                            f"  {label:<15} {kind:<8} {s['count']:>5} {s['p50_ms']:>9.2f} "
+                            f"{s['p99_ms']:>9.2f} {s['max_ms']:>9.2f}"
+                        )
             entry = out["servers"].setdefault(run.db.label, {})
             for key, values, text in (
                 ("init", run.init_ms, "init (spawn to first /next or /restore/next)"),
@@ -928,10 +1205,16 @@ class Suite:
                         "max_ms": round(max(values), 3),
                     }
                     entry[key] = s
-                    lines.append(f"  {run.db.label:<15} {text}: p50 {s['p50_ms']:.2f}, max {s['max_ms']:.2f} ({s['count']})")
+                    lines.append(
+                        f"  {run.db.label:<15} {text}: p50 {s['p50_ms']:.2f}, "
+                        f"max {s['max_ms']:.2f} ({s['count']})"
+                    )
             entry["deadline_error_margin_ms"] = run.deadline_margins_ms
             if run.deadline_margins_ms:
-                lines.append(f"  {run.db.label:<15} deadline errors posted {', '.join(str(m) for m in run.deadline_margins_ms)} ms before the deadline")
+                margins = ", ".join(str(m) for m in run.deadline_margins_ms)
+                lines.append(
+                    f"  {run.db.label:<15} deadline errors posted {margins} ms before the deadline"
+                )
         print("\n".join(lines))
         if self.args.report:
             with open(self.args.report, "w") as f:
@@ -950,14 +1233,25 @@ class Suite:
 def main(argv):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tree-bootstrap", required=True, help="the bootstrap from the build tree")
-    p.add_argument("--zip-bootstrap", required=True, help="the bootstrap of the unzipped bootstrap.zip")
+    p.add_argument(
+        "--zip-bootstrap", required=True, help="the bootstrap of the unzipped bootstrap.zip"
+    )
     p.add_argument("--servers", default="postgresql,mysql", help="which to test (default both)")
     p.add_argument("--logs", required=True, help="directory for the runtimes' logs")
     p.add_argument("--report", help="JSON file for the latency figures")
     p.add_argument("--warm", type=int, default=100, help="warm invocations in a row (default 100)")
-    p.add_argument("--cold-starts", type=int, default=6, help="environments started just for a cold invocation (default 6)")
+    p.add_argument(
+        "--cold-starts",
+        type=int,
+        default=6,
+        help="environments started just for a cold invocation (default 6)",
+    )
     p.add_argument("--seed", type=int, default=int(time.time()), help="seed of the random amounts")
-    p.add_argument("--only", action="append", help="run only scenarios whose name contains this (repeatable)")
+    p.add_argument(
+        "--only",
+        action="append",
+        help="run only scenarios whose name contains this (repeatable)",
+    )
     a = p.parse_args(argv)
     suite = Suite(a)
     print(f"tests/lambda: run {suite.run_id}, seed {a.seed}; runtime logs in {a.logs}")
@@ -966,7 +1260,9 @@ def main(argv):
         var = "WARMPOOL_TEST_PG" if kind == "postgresql" else "WARMPOOL_TEST_MYSQL"
         cs, ctl = os.environ.get(var), os.environ.get(var + "_CTL")
         if not cs or not ctl:
-            print(f"tests/lambda: {var} and {var}_CTL must be set (scripts/servers.sh exports them)")
+            print(
+                f"tests/lambda: {var} and {var}_CTL must be set (scripts/servers.sh exports them)"
+            )
             return 1
         dbs.append(Database(kind, cs, ctl, os.environ.get(var + "_TLS") or None))
     t0 = time.monotonic()
