@@ -10,10 +10,12 @@
 //   runtime_api.hpp  the Runtime API client (libcurl)
 //   ledger.hpp       the handler: one transaction per invocation, exactly once
 //   cutoff.hpp       the deadline enforced on a server that does not answer at all
+//   deadline_reporter.hpp  DeadlineExceeded sent for a handler stuck past the deadline
 //   snapstart.hpp    the before-snapshot and after-restore steps
 //   shutdown.hpp     SIGTERM and ending the process
 
 #include "config.hpp"
+#include "deadline_reporter.hpp"
 #include "ledger.hpp"
 #include "runtime_api.hpp"
 #include "shutdown.hpp"
@@ -27,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -112,12 +115,18 @@ warmpool::soci_pool& make_pool(const config& cfg) {
 }
 
 void log_invocation(const invocation& inv, const outcome& out,
-                    std::chrono::steady_clock::duration took) {
+                    std::chrono::steady_clock::duration took, bool answered_already) {
     const double ms = std::chrono::duration<double, std::milli>(took).count();
     const std::string retried =
         out.transactions > 1 ? " transactions=" + std::to_string(out.transactions) : "";
     const std::string note = out.note.empty() ? "" : " (" + out.note + ")";
-    if (out.ok) {
+    if (answered_already) {
+        const std::string what = out.ok ? out.result : out.error_type + ": " + out.error_message;
+        std::fprintf(stderr,
+                     "invocation %s finished in %.1f ms, after DeadlineExceeded was sent for it; "
+                     "its outcome, not sent: %s\n",
+                     inv.request_id.c_str(), ms, what.c_str());
+    } else if (out.ok) {
         std::fprintf(stderr, "invocation %s ok %s in %.1f ms%s%s\n", inv.request_id.c_str(),
                      out.result.c_str(), ms, retried.c_str(), note.c_str());
     } else {
@@ -128,7 +137,8 @@ void log_invocation(const invocation& inv, const outcome& out,
 
 /// One loop: take an event, handle it, answer it; forever. Every invocation is answered, with
 /// its result or an error: none is left to time out.
-void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool::soci_pool& pool) {
+void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool::soci_pool& pool,
+           deadline_reporter& reporter) {
     int failed_polls = 0;
     for (;;) {
         invocation inv;
@@ -156,14 +166,24 @@ void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool:
             }
         }
         outcome out;
+        std::shared_ptr<deadline_reporter::ticket> ticket;
         if (inv.deadline) {
+            // Halfway through the margin: after the handler's own deadline, whose errors say
+            // more, and before Lambda's.
+            ticket = reporter.watch(inv.request_id, *inv.deadline - cfg.deadline_margin / 2);
             out = handler.handle(inv.request_id, inv.body, *inv.deadline - cfg.deadline_margin);
         } else {
             out.error_type = "InvalidInvocation";
             out.error_message = "the Runtime API sent no valid Lambda-Runtime-Deadline-Ms header";
         }
+        const bool ours = ticket == nullptr || ticket->claim();
+        if (ticket != nullptr) {
+            reporter.forget(ticket);
+        }
         try {
-            if (out.ok) {
+            if (!ours) {
+                // The reporter answered at the deadline: a second answer would be refused.
+            } else if (out.ok) {
                 api.respond(inv.request_id, out.result);
             } else {
                 api.fail(inv.request_id, {out.error_type, out.error_message});
@@ -175,7 +195,7 @@ void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool:
             }
             std::fprintf(stderr, "runtime: %s\n", e.what());
         }
-        log_invocation(inv, out, std::chrono::steady_clock::now() - started);
+        log_invocation(inv, out, std::chrono::steady_clock::now() - started, !ours);
     }
 }
 
@@ -282,17 +302,19 @@ int main() {
         }
     }
 
+    // Started after a restore, like every thread below: none of them is in the snapshot.
+    deadline_reporter reporter(endpoint);
     // The other loops, each with its own Runtime API client; this thread runs the first.
     std::vector<std::thread> loops;
     for (unsigned i = 1; i < cfg.concurrency; ++i) {
         loops.emplace_back([&] {
             try {
                 runtime_api own(endpoint);
-                serve(own, handler, cfg, *pool);
+                serve(own, handler, cfg, *pool, reporter);
             } catch (const std::exception& e) {
                 end_process(*pool, 1, std::string("a loop failed: ") + e.what());
             }
         });
     }
-    serve(runtime, handler, cfg, *pool); // never returns
+    serve(runtime, handler, cfg, *pool, reporter); // never returns
 }

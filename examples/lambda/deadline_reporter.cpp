@@ -1,0 +1,78 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+
+#include "deadline_reporter.hpp"
+
+#include "runtime_api.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <thread>
+#include <utility>
+
+namespace ledger_example {
+
+bool deadline_reporter::ticket::claim() noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return !std::exchange(claimed_, true);
+}
+
+deadline_reporter::deadline_reporter(std::string endpoint) : endpoint_(std::move(endpoint)) {
+    // Never joined: the process ends with _Exit (shutdown.hpp). Started by a thread whose
+    // SIGTERM is blocked, so it inherits that.
+    std::thread([this] { run(); }).detach();
+}
+
+std::shared_ptr<deadline_reporter::ticket>
+deadline_reporter::watch(const std::string& request_id,
+                         std::chrono::system_clock::time_point report_at) {
+    auto t = std::make_shared<ticket>(request_id, report_at);
+    std::lock_guard<std::mutex> lock(mutex_);
+    watched_.push_back(t);
+    wakeup_.notify_one();
+    return t;
+}
+
+void deadline_reporter::forget(const std::shared_ptr<ticket>& t) noexcept {
+    std::lock_guard<std::mutex> lock(mutex_);
+    watched_.erase(std::remove(watched_.begin(), watched_.end(), t), watched_.end());
+}
+
+void deadline_reporter::run() {
+    runtime_api api(endpoint_); // this thread's own connection to the Runtime API
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+        if (watched_.empty()) {
+            wakeup_.wait(lock);
+            continue;
+        }
+        const auto earliest =
+            std::min_element(watched_.begin(), watched_.end(), [](const auto& a, const auto& b) {
+                return a->report_at_ < b->report_at_;
+            });
+        const std::shared_ptr<ticket> due = *earliest;
+        if (std::chrono::system_clock::now() < due->report_at_) {
+            wakeup_.wait_until(lock, due->report_at_);
+            continue; // a ticket may have come or gone meanwhile
+        }
+        watched_.erase(earliest);
+        if (!due->claim()) {
+            continue; // answered by its loop just now
+        }
+        lock.unlock(); // the POST takes a round trip: watch() and forget() must not wait on it
+        const std::string message =
+            "the handler was still waiting on the database at the deadline (a connect or call "
+            "that the deadline could not cut short); it commits nothing after the deadline, and "
+            "a retry with the same request id is safe";
+        try {
+            api.fail(due->request_id_, {"DeadlineExceeded", message});
+            std::fprintf(stderr, "invocation %s DeadlineExceeded (reported at the deadline: %s)\n",
+                         due->request_id_.c_str(), message.c_str());
+        } catch (const runtime_api_error& e) {
+            std::fprintf(stderr, "runtime: %s\n", e.what());
+        }
+        lock.lock();
+    }
+}
+
+} // namespace ledger_example

@@ -1,0 +1,70 @@
+// warmpool — a header-only connection pool for C++17.
+// SPDX-License-Identifier: BSL-1.0
+#pragma once
+
+// The last line of defence against a silent timeout: answers an invocation with
+// DeadlineExceeded when its handler is still busy shortly before Lambda's deadline.
+//
+// The handler keeps its own deadline (ledger.hpp) at every step it controls, and the cutoff
+// (cutoff.hpp) ends waits on a connection's socket. One wait is left that neither reaches: a
+// connect to a server that accepts TCP connections but does not answer. The client libraries
+// take their connect timeout in whole seconds, at least 2 (libpq, MariaDB Connector/C), and the
+// socket is theirs until the connect returns. So each invocation gets a ticket here: whoever
+// claims it first answers the invocation, the loop with the handler's outcome or this
+// reporter's thread with DeadlineExceeded, halfway through the margin (Lambda's deadline less
+// WARMPOOL_DEADLINE_MARGIN_MS / 2). A handler that finishes later commits nothing (it checks its
+// deadline before COMMIT), and its loop logs its outcome and takes the next event.
+
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ledger_example {
+
+class deadline_reporter {
+public:
+    /// One invocation's right to be answered, claimed once.
+    class ticket {
+    public:
+        ticket(std::string request_id, std::chrono::system_clock::time_point report_at)
+            : request_id_(std::move(request_id)), report_at_(report_at) {}
+
+        /// True for the first caller only: that caller answers the invocation.
+        bool claim() noexcept;
+
+    private:
+        friend class deadline_reporter;
+        std::string request_id_;
+        std::chrono::system_clock::time_point report_at_;
+        std::mutex mutex_;
+        bool claimed_ = false;
+    };
+
+    /// `endpoint` is AWS_LAMBDA_RUNTIME_API. The reporter's thread (with its own Runtime API
+    /// client) starts here.
+    explicit deadline_reporter(std::string endpoint);
+
+    deadline_reporter(const deadline_reporter&) = delete;
+    deadline_reporter& operator=(const deadline_reporter&) = delete;
+
+    /// A ticket the reporter claims at `report_at` unless the loop claimed it before.
+    std::shared_ptr<ticket> watch(const std::string& request_id,
+                                  std::chrono::system_clock::time_point report_at);
+
+    /// The loop is done with the ticket (claimed or not): the reporter forgets it.
+    void forget(const std::shared_ptr<ticket>& t) noexcept;
+
+private:
+    void run();
+
+    std::string endpoint_;
+    std::mutex mutex_;
+    std::condition_variable wakeup_;
+    std::vector<std::shared_ptr<ticket>> watched_;
+};
+
+} // namespace ledger_example
