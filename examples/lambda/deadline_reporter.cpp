@@ -17,6 +17,19 @@ bool deadline_reporter::ticket::claim() noexcept {
     return !std::exchange(claimed_, true);
 }
 
+void deadline_reporter::ticket::wait_until_answered() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [this] { return answered_; });
+}
+
+void deadline_reporter::ticket::answered() noexcept {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        answered_ = true;
+    }
+    done_.notify_all();
+}
+
 deadline_reporter::deadline_reporter(std::string endpoint) : endpoint_(std::move(endpoint)) {
     // Never joined: the process ends with _Exit (shutdown.hpp). Started by a thread whose
     // SIGTERM is blocked, so it inherits that.
@@ -71,6 +84,7 @@ void deadline_reporter::run() {
         } catch (const runtime_api_error& e) {
             std::fprintf(stderr, "runtime: %s\n", e.what());
         }
+        due->answered();
         lock.lock();
     }
 }

@@ -36,12 +36,20 @@ public:
         /// True for the first caller only: that caller answers the invocation.
         bool claim() noexcept;
 
+        /// For a loop whose claim() failed: returns once the reporter's answer has been
+        /// posted (or failed), so the loop's next GET /next cannot overtake it.
+        void wait_until_answered();
+
     private:
         friend class deadline_reporter;
+        void answered() noexcept;
+
         std::string request_id_;
         std::chrono::system_clock::time_point report_at_;
         std::mutex mutex_;
+        std::condition_variable done_;
         bool claimed_ = false;
+        bool answered_ = false;
     };
 
     /// `endpoint` is AWS_LAMBDA_RUNTIME_API. The reporter's thread (with its own Runtime API

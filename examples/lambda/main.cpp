@@ -179,6 +179,9 @@ void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool:
         const bool ours = ticket == nullptr || ticket->claim();
         if (ticket != nullptr) {
             reporter.forget(ticket);
+            if (!ours) {
+                ticket->wait_until_answered(); // its POST first, then this loop's next GET
+            }
         }
         try {
             if (!ours) {
