@@ -2,7 +2,9 @@
 """warmpool's metrics checked by Prometheus' own tools. Run by ctest (tests/metrics/CMakeLists.txt).
 
     check.py exposition PROGRAM          PROGRAM's stdout must pass `promtool check metrics`
-    check.py rules RULES [TESTS]         `promtool check rules RULES`, then `promtool test rules`
+    check.py rules RULES [TESTS [DOC]]   `promtool check rules RULES`, then `promtool test rules
+                                         TESTS`, then `promtool check rules` on every ```yaml
+                                         block of the Markdown file DOC that holds `groups:`
     check.py endpoint PROGRAM            start examples/metrics_endpoint, scrape it twice under
                                          load, check the counters moved and the live scrape
                                          passes promtool; stop it with SIGTERM
@@ -23,6 +25,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 SKIP = 77
@@ -122,15 +125,26 @@ def exposition(program):
     second_parser(text, "the rendered text")
 
 
-def rules(rules_file, tests_file=None):
-    promtool = find_promtool()
+def check_rules(promtool, rules_file, what):
     result = subprocess.run([promtool, "check", "rules", rules_file], capture_output=True,
                             text=True, timeout=60)
     said = (result.stdout + result.stderr).strip()
     # A clean file: exit 0, "SUCCESS: N rules found", and no lint warnings.
     if result.returncode != 0 or "SUCCESS" not in said or "WARNING" in said.upper():
-        fail(f"promtool check rules {rules_file} (exit {result.returncode}):\n{said}")
+        fail(f"promtool check rules rejected {what} (exit {result.returncode}):\n{said}")
     print(said)
+
+
+def doc_rule_blocks(doc):
+    """The ```yaml blocks of a Markdown file that are rule files (they hold `groups:`)."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", open(doc, encoding="utf-8").read(),
+                        re.MULTILINE | re.DOTALL)
+    return [b for b in blocks if re.search(r"^groups:", b, re.MULTILINE)]
+
+
+def rules(rules_file, tests_file=None, doc=None):
+    promtool = find_promtool()
+    check_rules(promtool, rules_file, rules_file)
     if tests_file:
         result = subprocess.run([promtool, "test", "rules", tests_file], capture_output=True,
                                 text=True, timeout=120)
@@ -138,6 +152,15 @@ def rules(rules_file, tests_file=None):
         if result.returncode != 0 or "SUCCESS" not in said:
             fail(f"promtool test rules {tests_file} (exit {result.returncode}):\n{said}")
         print(said)
+    if doc:
+        blocks = doc_rule_blocks(doc)
+        if not blocks:
+            fail(f"{doc} has no ```yaml block with groups: to check")
+        for i, block in enumerate(blocks, 1):
+            with tempfile.NamedTemporaryFile("w", suffix=".rules.yml") as f:
+                f.write(block)
+                f.flush()
+                check_rules(promtool, f.name, f"rule block {i} of {doc}")
 
 
 def sample_values(text, name):
@@ -235,7 +258,7 @@ def endpoint(program):
 def main(argv):
     if len(argv) >= 3 and argv[1] == "exposition":
         exposition(argv[2])
-    elif len(argv) in (3, 4) and argv[1] == "rules":
+    elif len(argv) in (3, 4, 5) and argv[1] == "rules":
         rules(*argv[2:])
     elif len(argv) == 3 and argv[1] == "endpoint":
         endpoint(argv[2])
