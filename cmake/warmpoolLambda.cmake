@@ -35,8 +35,8 @@
 # executable, and with Info-ZIP's zip installed the same inputs give the same bytes (see the
 # end of this file).
 #
-# What the zip does not carry: glibc's iconv modules (gconv; only conversions beyond UTF-8,
-# ASCII and Latin-1 need them), locales, OpenSSL's configuration and CA certificates (point
+# What the zip does not carry: glibc's iconv modules (gconv; conversions other than among
+# UTF-8, ASCII and Unicode's other forms need them), locales, OpenSSL's configuration and CA certificates (point
 # SSL_CERT_FILE or the connect string's sslrootcert at a bundle you ship, for TLS).
 
 if(CMAKE_SCRIPT_MODE_FILE AND CMAKE_SCRIPT_MODE_FILE STREQUAL CMAKE_CURRENT_LIST_FILE)
