@@ -8,7 +8,7 @@
 
 // Pool statistics in the Prometheus text exposition format 0.0.4, named after OpenTelemetry's
 // database client connection metrics (docs/metrics.md maps them to OpenTelemetry, HikariCP and
-// Go's database/sql). No HTTP here: serve the text with any server (examples/metrics_endpoint.cpp
+// Go's database/sql). No HTTP here: serve the text with any server (examples/metrics_endpoint/
 // uses cpp-httplib), or write it to a file for node_exporter's textfile collector.
 //
 //     auto text = warmpool::render_prometheus({warmpool::metrics_of(orders_pool, "orders"),
@@ -27,7 +27,6 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
