@@ -138,7 +138,7 @@ class Database:
         rows = self.sql(statement)
         return rows[0][0] if rows and rows[0] else None
 
-    def ctl(self, action, timeout=120):
+    def ctl(self, action, timeout=120, reapply=True):
         """The servers' control command (scripts/servers.sh): stop, start, restart, terminate."""
         try:
             out = subprocess.run(
@@ -154,7 +154,7 @@ class Database:
                 f"{self.label}: `{os.path.basename(self.ctl_command)} {action}` failed "
                 f"({out.returncode}): {out.stderr.strip()[:400]}"
             )
-        if action in ("start", "restart"):
+        if action in ("start", "restart") and reapply:
             self.apply_idle_timeout()
 
     # --- the idle timeout the freezes outlast ---------------------------------------------------
@@ -452,9 +452,11 @@ class Suite:
             )
         return ports
 
-    def sigterm(self, run, scenario, env, polite_check=False):
+    def sigterm(self, run, scenario, env, polite_check=False, account=None):
         """SIGTERM while idle in /next: exit within 300 ms, and its sessions are gone from the
-        server; with polite_check, also closed with the protocol's goodbye (not just dropped)."""
+        server; with polite_check, also closed with the protocol's goodbye (not just dropped).
+        The polite check needs a connection the server lists: if the server's idle timeout
+        closed it meanwhile (a slow machine), one more invocation on `account` opens another."""
         if not env.wait_idle(10):
             self.fail(
                 run,
@@ -464,6 +466,14 @@ class Suite:
             )
             return
         ports = env.tcp_connections(run.db.port)
+        for _ in range(3):
+            if not polite_check or account is None or not ports:
+                break
+            if run.db.sessions_from(ports) == len(ports):
+                break
+            self.send(run, scenario, env, account)
+            env.wait_idle(10)
+            ports = env.tcp_connections(run.db.port)
         if polite_check:
             if not ports:
                 self.fail(
@@ -679,8 +689,16 @@ class Suite:
                         self.send(run, sub, env, acct)
                     if not self.alive_or_fail(run, sub, env):
                         return
-            self.send(run, "SIGTERM", env, acct)
-            self.sigterm(run, "SIGTERM", env, polite_check=True)
+            # The polite-close check counts sessions ended without a goodbye; MariaDB counts the
+            # ones its wait_timeout ends there too, so this last connection gets a long one.
+            if run.db.kind == "mysql":
+                run.db.sql("set global wait_timeout = 3600")
+                run.db.ctl("terminate", reapply=False)
+            try:
+                self.send(run, "SIGTERM", env, acct)
+                self.sigterm(run, "SIGTERM", env, polite_check=True, account=acct)
+            finally:
+                run.db.apply_idle_timeout()
         finally:
             self.finish_env(run, sc, env)
 
