@@ -24,7 +24,7 @@
 // What the checks cost, each bounded by the timeout the pool passes (validation_timeout):
 //   is_broken       the socket handle, local.
 //   in_transaction  the server-status flag the last reply carried, local.
-//   peer_closed     one poll().
+//   peer_closed     one poll(); a peek only when the socket is readable under TLS.
 //   ping            "DO 0" sent with mysql_send_query, its reply awaited with poll() before
 //                   mysql_read_query_result reads it: one round trip. (mysql_ping would block
 //                   as long as read_timeout allows: by default forever.)
@@ -49,6 +49,7 @@
 
 #include <warmpool/detail/loaded_library.hpp>
 #include <warmpool/detail/socket_wait.hpp>
+#include <warmpool/traits.hpp>
 
 #include <soci/soci.h>
 
@@ -84,9 +85,13 @@
     "warmpool: WARMPOOL_SOCI_MYSQL=1 needs MariaDB Connector/C's <mysql.h> (libmariadb), which serves MySQL servers too; MySQL's own libmysqlclient lacks the calls the checks make. Define WARMPOOL_SOCI_MYSQL=0 for the portable fallback."
 #endif
 
+#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <string>
+
+#include <sys/socket.h>
+#include <sys/types.h>
 #endif
 
 #include <chrono>
@@ -247,24 +252,39 @@ inline bool in_transaction(soci::session& s) noexcept {
     return api() == nullptr || c == nullptr || (c->server_status & SERVER_STATUS_IN_TRANS) != 0;
 }
 
-inline bool peer_closed(soci::session& s) noexcept {
+/// What the idle session's socket says, in one zero-timeout poll(). A hang-up is `closed`.
+/// Plain TCP: MySQL sends an idle session nothing unprompted except the error packet that
+/// precedes a server-side close (MySQL 8.0.24 and later, on wait_timeout; MariaDB 10.11 sends
+/// none, on KILL, wait_timeout or shutdown alike), so readable means `closed`. TLS
+/// (mysql_get_ssl_cipher): the bytes are records the check cannot read without consuming them;
+/// they may be that error packet or something harmless (a TLS 1.3 key update, a session ticket),
+/// so they are `unsure` and the pool pings at once. MariaDB's session tickets arrive before the
+/// reply that completes the connect, so Connector/C reads them there: the socket of a healthy
+/// idle session holds nothing, and costs no extra ping.
+inline peer_state peer_closed(soci::session& s) noexcept {
     const functions* const my = api();
     MYSQL* const c = conn(s);
     if (my == nullptr || c == nullptr) {
-        return true;
+        return peer_state::closed;
     }
     const int fd = socket_of(*my, c);
     if (fd < 0) {
-        return true;
+        return peer_state::closed;
     }
     const short revents = sock::now(fd);
-    if ((revents & sock::hangup_events) != 0) {
-        return true;
+    if (revents == 0) {
+        return peer_state::open;
     }
-    // MySQL sends nothing unprompted to an idle session except the error packet that precedes
-    // a server-side close, so readable means closed. Over TLS a session ticket can arrive after
-    // the handshake and sit unread: there only a hang-up counts.
-    return (revents & POLLIN) != 0 && my->get_ssl_cipher(c) == nullptr;
+    if ((revents & sock::hangup_events) != 0 || my->get_ssl_cipher(c) == nullptr) {
+        return peer_state::closed;
+    }
+    // Where poll() has no POLLRDHUP, the end of the stream shows only as readable.
+    char byte = 0;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        return peer_state::closed;
+    }
+    return peer_state::unsure;
 }
 
 /// Makes closing the session send nothing (see socket_wait::silence).
@@ -386,8 +406,9 @@ inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string
     return ok;
 }
 
-/// `name` as a quoted identifier.
-inline std::string quoted(const std::string& name) {
+/// `name` as a quoted identifier. Not called quoted(): with <iomanip> included first, a call
+/// with a std::string would find std::quoted by argument-dependent lookup and prefer it.
+inline std::string quoted_identifier(const std::string& name) {
     std::string out = "`";
     for (const char ch : name) {
         out += ch;
@@ -438,7 +459,7 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
         }
         if (roles.null[0] != roles.null[1] || roles.value[0] != roles.value[1]) {
             const std::string set =
-                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted(roles.value[1]);
+                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted_identifier(roles.value[1]);
             if (!query_async(*my, c, fd, set, deadline)) {
                 return false;
             }

@@ -24,7 +24,8 @@
 // What the checks cost, each bounded by the timeout the pool passes (validation_timeout):
 //   is_broken       PQstatus, local.
 //   in_transaction  PQtransactionStatus, local.
-//   peer_closed     one poll(); a peek and a read only when the socket is readable.
+//   peer_closed     one poll(); a peek (and over plain TCP a read) only when the socket is
+//                   readable, which a healthy idle session's never is.
 //   ping            the empty query, sent and awaited non-blocking: one round trip.
 //   rollback        ROLLBACK, sent and awaited the same way: one round trip.
 //   reset           DISCARD ALL, the same way: one round trip.
@@ -33,6 +34,7 @@
 
 #include <warmpool/detail/loaded_library.hpp>
 #include <warmpool/detail/socket_wait.hpp>
+#include <warmpool/traits.hpp>
 
 #include <soci/soci.h>
 
@@ -57,6 +59,7 @@
 
 #include <libpq-fe.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <string>
 
@@ -183,12 +186,8 @@ inline bool in_transaction(soci::session& s) noexcept {
 /// server sends one only right before closing it (idle_session_timeout, pg_terminate_backend,
 /// shutdown), but libpq takes it for a notice and reports the death only once the end of the
 /// stream arrives, which can be milliseconds later than the check. So peek at the raw messages
-/// (type byte, then a big-endian length that counts itself). Not over TLS: the bytes are
-/// encrypted there, and the check falls back to waiting for the end of the stream.
-inline bool error_pending(const functions& pq, PGconn* c, int fd) noexcept {
-    if (pq.ssl_in_use(c) != 0) {
-        return false;
-    }
+/// (type byte, then a big-endian length that counts itself). Plain TCP only.
+inline bool error_pending(int fd) noexcept {
     unsigned char buf[512];
     const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
     std::size_t at = 0;
@@ -210,36 +209,65 @@ inline bool error_pending(const functions& pq, PGconn* c, int fd) noexcept {
     return false;
 }
 
-inline bool peer_closed(soci::session& s) noexcept {
+/// An idle TLS session's socket, as poll() saw it (`revents`, non-zero). The bytes are TLS
+/// records: the check cannot look into them without consuming them, and letting libpq consume
+/// them is worse than useless, because it takes the server's FATAL message for a notice and
+/// finds the connection fine as long as the close_notify alert and the end of the stream that
+/// follow have not arrived (across a network they can come a lost segment later). So only a
+/// hang-up is `closed`; bytes without one are `unsure`, and the pool pings at once: the ping
+/// reads them, passes over a notification, and fails on a FATAL message. PostgreSQL sends no
+/// TLS session tickets, so the socket of a healthy idle session holds nothing: no extra ping.
+inline peer_state tls_socket_state(int fd, short revents) noexcept {
+    if ((revents & sock::hangup_events) != 0) {
+        return peer_state::closed;
+    }
+    // Where poll() has no POLLRDHUP, the end of the stream shows only as readable.
+    char byte = 0;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        return peer_state::closed;
+    }
+    return peer_state::unsure;
+}
+
+/// What the idle session's socket says, in one zero-timeout poll() when nothing arrived (the
+/// usual case). Plain TCP: a hang-up or a FATAL message is `closed`; other bytes (a
+/// notification, a ParameterStatus) libpq reads and judges, so the answer is `closed` or
+/// `open`. TLS (PQsslInUse): see tls_socket_state.
+inline peer_state peer_closed(soci::session& s) noexcept {
     const functions* const pq = api();
     PGconn* const c = conn(s);
     if (pq == nullptr || c == nullptr || pq->status(c) == CONNECTION_BAD) {
-        return true;
+        return peer_state::closed;
     }
     const int fd = pq->socket(c);
     if (fd < 0) {
-        return true;
+        return peer_state::closed;
+    }
+    short revents = sock::now(fd);
+    if (revents != 0 && pq->ssl_in_use(c) != 0) {
+        return tls_socket_state(fd, revents);
     }
     // A FATAL message and the end of the stream may arrive apart: look a few times.
-    for (int round = 0; round < 3; ++round) {
-        const short revents = sock::now(fd);
-        if (revents == 0) {
-            return false;
-        }
-        if ((revents & sock::hangup_events) != 0 || error_pending(*pq, c, fd)) {
-            return true;
+    for (int round = 0; revents != 0; ++round) {
+        if ((revents & sock::hangup_events) != 0 || error_pending(fd)) {
+            return peer_state::closed;
         }
         // Readable while idle: a NOTIFY or a ParameterStatus is not death; let libpq read it
         // and judge. PQisBusy() makes it parse what arrived.
         if (pq->consume_input(c) == 0) {
-            return true;
+            return peer_state::closed;
         }
         (void)pq->is_busy(c);
         if (pq->status(c) == CONNECTION_BAD) {
-            return true;
+            return peer_state::closed;
         }
+        if (round == 2) {
+            break;
+        }
+        revents = sock::now(fd);
     }
-    return false;
+    return peer_state::open;
 }
 
 /// Makes closing the session send nothing (see socket_wait::silence).
