@@ -24,6 +24,8 @@
 #                             sslca=the CA (which turns TLS on in Connector/C)
 #   WARMPOOL_TEST_TLS_CA      the throwaway CA's certificate (PEM) both servers' certificates
 #                             chain to
+# PostgreSQL trusts every role on loopback but two: warmpool_tls (TLS only, above) and
+# warmpool_rotating (scram-sha-256: a password is checked), which tests create and drop.
 # Both servers accept TLS and plain connections on the same port. The CA and the server
 # certificate (CN 127.0.0.1, SAN IP:127.0.0.1 and DNS:localhost, EC P-256, valid two days) are
 # made fresh at every start, in $WARMPOOL_TEST_SERVERS_DIR/tls; the CA's key is deleted once it
@@ -185,6 +187,8 @@ _wps_start_postgresql() {
 # warmpool's tests: role warmpool_tls proves a session is encrypted, so it gets in over TLS only.
 hostnossl all warmpool_tls all reject
 hostssl all warmpool_tls 127.0.0.1/32 trust
+# Role warmpool_rotating (created by the credential rotation tests) must give its password.
+host all warmpool_rotating 127.0.0.1/32 scram-sha-256
 HBA
     mv "$data/pg_hba.conf.new" "$data/pg_hba.conf"
     if [[ "$(id -u)" == 0 ]]; then
