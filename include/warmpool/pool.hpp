@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cassert>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -136,14 +137,22 @@ public:
     /// As acquire_until(time_point), by the pool's wall clock (std::chrono::system_clock for
     /// the default pool): e.g. AWS Lambda's Lambda-Runtime-Deadline-Ms. The deadline is turned
     /// into the pool's clock once, at the call; a wall-clock step after that does not move it.
-    template <class WallTimePoint,
-              class = std::enable_if_t<std::is_same<WallTimePoint, wall_time_point>::value &&
-                                       !std::is_same<WallTimePoint, time_point>::value>>
-    [[nodiscard]] lease acquire_until(WallTimePoint deadline_at) {
+    /// Any duration: e.g. time_point<system_clock, milliseconds> straight from a header.
+    template <class Duration, class W = wall_clock,
+              class = std::enable_if_t<!std::is_same<W, Clock>::value>>
+    [[nodiscard]] lease acquire_until(std::chrono::time_point<W, Duration> deadline_at) {
+        // In floating-point milliseconds: no deadline, however far in the past or future, can
+        // overflow the subtraction; beyond options::forever it means no limit.
+        using fms = std::chrono::duration<long double, std::milli>;
         const auto now = Clock::now();
-        const auto left = deadline_at - wall_clock::now();
-        const auto at =
-            left <= decltype(left)::zero() ? now : saturating_add(now, std::chrono::ceil<ms>(left));
+        const long double left = fms(deadline_at.time_since_epoch()).count() -
+                                 fms(wall_clock::now().time_since_epoch()).count();
+        time_point at = now;
+        if (left >= static_cast<long double>(options::forever.count())) {
+            at = saturating_add(now, options::forever);
+        } else if (left > 0) {
+            at = saturating_add(now, ms{static_cast<ms::rep>(std::ceil(left))});
+        }
         return *checkout(absolute(at), /*may_wait=*/true);
     }
 
@@ -299,10 +308,17 @@ public:
         ++world_epoch_;
         const auto now = detail::cheap_now<Clock>();
         const auto wall = detail::cheap_now<wall_clock>();
-        for (slot* s : idle_) {
-            s->last_used = now;
-            s->last_used_wall = wall;
-            s->expires = std::min(s->expires, expiry_locked(now));
+        for (const auto& p : all_) {
+            slot* s = p.get();
+            if (s->idle) {
+                s->last_used = now;
+                s->last_used_wall = wall;
+                s->expires = std::min(s->expires, expiry_locked(now));
+            } else {
+                // A lease's use time and leak clock restart too; its lifetime is cut at
+                // give-back (settle_locked), since its holder may be reading it now.
+                s->leased_at = now;
+            }
         }
     }
 
@@ -440,7 +456,10 @@ private:
         if (d.count() <= 0) {
             return t;
         }
-        if (d >= std::chrono::duration_cast<ms>(time_point::max() - t)) {
+        // A clock whose readings are negative (a test's, or one with a late epoch) leaves
+        // max() - t out of range, while t + d, with d at most options::forever, fits.
+        if (t.time_since_epoch().count() >= 0 &&
+            d >= std::chrono::duration_cast<ms>(time_point::max() - t)) {
             return time_point::max();
         }
         return t + std::chrono::duration_cast<typename Clock::duration>(d);
@@ -589,14 +608,21 @@ private:
             if (distrust) {
                 s->world_epoch = world_epoch_ - 1; // still to be pinged at its next checkout
             }
-            if (closed_) {
-                s->close_why = close_reason::pool_closed;
+            if (closed_ || abandoned_locked(*s)) {
+                s->close_why =
+                    abandoned_locked(*s) ? close_reason::abandoned : close_reason::pool_closed;
                 doomed = remove_locked(s);
             } else {
                 hand_over_locked(s, detail::cheap_now<Clock>());
             }
         }
         destroy_one(std::move(doomed));
+    }
+
+    // The connection was open when abandon_connections() last ran: it must be forgotten, not
+    // kept, used or closed with a goodbye. Checked wherever a connection is kept or closed.
+    bool abandoned_locked(const slot& s) const noexcept {
+        return s.abandon_epoch != abandon_epoch_.load(std::memory_order_relaxed);
     }
 
     // Blocks until this caller is handed a connection (returned), is granted capacity to connect
@@ -734,7 +760,7 @@ private:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             --stats_.acquired; // it was never handed out
-            s->close_why = why;
+            s->close_why = abandoned_locked(*s) ? close_reason::abandoned : why;
             doomed = remove_locked(s);
             --closing_; // the unit passes straight to this caller's connect
             ++connecting_;
@@ -758,136 +784,135 @@ private:
         std::string last_error;
         unsigned attempts = 0;
         const auto until = dl.get();
-        if (closed_) { // close() ran while this caller pinged, or since it was granted room
-            release_capacity();
-            throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
-        }
-        std::uint64_t abandon_epoch = abandon_epoch_.load(std::memory_order_relaxed);
+        std::uint64_t abandon_epoch = 0; // abandon_connections() calls when the attempt began
         std::chrono::microseconds created_in{0};
-        for (;;) {
-            if (dl.hard && dl.left(Clock::now()).count() <= 0) {
-                if (attempts == 0) {
-                    release_capacity();
-                    throw_late(dl, " The deadline left no time to open a connection.");
-                }
-                give_up_connect(
-                    connect_failure_message(last_error, true, attempts, max_attempts, dl) +
-                        " The deadline passed before another attempt could start.",
-                    true);
+        for (;;) { // until a connection is registered
+            // close() ran while this caller pinged, since it was granted room, or while the
+            // connection it opened was abandoned.
+            if (closed_) {
+                release_capacity();
+                throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
             }
-            ++attempts;
-            bool transient = false;
-            const auto attempt_start = Clock::now();
-            try {
-                const auto left = std::chrono::duration_cast<ms>(until - attempt_start);
-                conn = Traits::connect(config_, std::max(left, ms{1}));
-                if (!conn) {
-                    throw connect_error("the backend returned no connection", false);
+            for (;;) {
+                if (dl.hard && dl.left(Clock::now()).count() <= 0) {
+                    if (attempts == 0) {
+                        release_capacity();
+                        throw_late(dl, " The deadline left no time to open a connection.");
+                    }
+                    give_up_connect(
+                        connect_failure_message(last_error, true, attempts, max_attempts, dl) +
+                            " The deadline passed before another attempt could start.",
+                        true);
                 }
-                created_in = micros(Clock::now() - attempt_start);
-                const auto epoch = abandon_epoch_.load(std::memory_order_relaxed);
-                if (epoch == abandon_epoch) {
+                ++attempts;
+                bool transient = false;
+                abandon_epoch = abandon_epoch_.load(std::memory_order_relaxed);
+                const auto attempt_start = Clock::now();
+                try {
+                    const auto left = std::chrono::duration_cast<ms>(until - attempt_start);
+                    conn = Traits::connect(config_, std::max(left, ms{1}));
+                    if (!conn) {
+                        throw connect_error("the backend returned no connection", false);
+                    }
+                    created_in = micros(Clock::now() - attempt_start);
                     break;
+                } catch (const connect_error& e) {
+                    transient = e.transient();
+                    last_error = e.what();
+                } catch (const std::exception& e) {
+                    last_error = e.what();
+                } catch (...) {
+                    last_error = "unknown exception from the backend's connect";
                 }
-                // abandon_connections() ran while this one opened (a restore from a snapshot
-                // taken mid-connect): its socket may be dead or shared. Forget it and retry at
-                // once: this is no failure of the server's.
-                abandon_epoch = epoch;
-                abandon_unpooled(std::move(conn));
-                continue;
-            } catch (const connect_error& e) {
-                transient = e.transient();
-                last_error = e.what();
-            } catch (const std::exception& e) {
-                last_error = e.what();
-            } catch (...) {
-                last_error = "unknown exception from the backend's connect";
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    ++stats_.connect_failures;
+                    last_connect_error_ = last_error;
+                }
+                emit({event_type::connect_failed, 0, close_reason::none,
+                      micros(Clock::now() - attempt_start), last_error});
+
+                const bool out_of_attempts = max_attempts != 0 && attempts >= max_attempts;
+                if (!transient || out_of_attempts) {
+                    give_up_connect(
+                        connect_failure_message(last_error, transient, attempts, max_attempts, dl),
+                        transient);
+                }
+                const auto pause = backoff(attempts);
+                if (saturating_add(Clock::now(), pause) >= until) {
+                    give_up_connect(
+                        connect_failure_message(last_error, transient, attempts, max_attempts, dl) +
+                            " The acquire deadline (" + std::to_string(dl.timeout.count()) +
+                            " ms) left no time for another attempt.",
+                        transient);
+                }
+                std::unique_lock<std::mutex> lock(mutex_);
+                const auto resume = saturating_add(Clock::now(), pause);
+                while (!closed_ && Clock::now() < resume) {
+                    detail::wait_until<Clock>(wakeup_, lock, resume);
+                }
+                if (closed_) {
+                    lock.unlock();
+                    release_capacity();
+                    throw pool_closed("warmpool: the pool was closed while connecting to " +
+                                      target_);
+                }
             }
+
+            const auto now = detail::cheap_now<Clock>();
+            slot* s = fresh.get();
+            std::unique_ptr<slot> doomed; // opened while close() ran: counted, then closed
+            std::uint64_t stale_id = 0;   // opened across abandon_connections(): forgotten
+            fresh->conn = std::move(conn);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                ++stats_.connect_failures;
-                last_connect_error_ = last_error;
+                ++stats_.created;
+                stats_.create_time.record(created_in);
+                if (abandon_epoch != abandon_epoch_.load(std::memory_order_relaxed)) {
+                    // A restore from a snapshot taken mid-connect: the socket may be dead or shared
+                    // with other copies. Counted as opened and abandoned; this caller connects
+                    // again at once, with the same unit of capacity: no failure of the server's.
+                    stale_id = ++last_id_;
+                    ++stats_.closed;
+                    ++stats_.closed_abandoned;
+                } else {
+                    --connecting_;
+                    s->id = ++last_id_;
+                    s->fork_epoch = fork_epoch_;
+                    s->abandon_epoch = abandon_epoch;
+                    s->world_epoch = world_epoch_;
+                    s->expires = expiry_locked(now);
+                    s->last_used = now;
+                    s->last_used_wall = detail::cheap_now<wall_clock>();
+                    s->leased_at = now;
+                    s->leased_at_wall = s->last_used_wall;
+                    s->index = all_.size();
+                    all_.push_back(std::move(fresh));
+                    if (closed_) {
+                        s->close_why = close_reason::pool_closed;
+                        doomed = remove_locked(s);
+                    } else {
+                        ++stats_.acquired;
+                    }
+                }
             }
-            emit({event_type::connect_failed, 0, close_reason::none,
-                  micros(Clock::now() - attempt_start), last_error});
-
-            const bool out_of_attempts = max_attempts != 0 && attempts >= max_attempts;
-            if (!transient || out_of_attempts) {
-                give_up_connect(
-                    connect_failure_message(last_error, transient, attempts, max_attempts, dl),
-                    transient);
+            if (stale_id != 0) {
+                emit({event_type::connected, stale_id, close_reason::none, created_in, {}});
+                forget(std::move(fresh->conn));
+                emit({event_type::closed, stale_id, close_reason::abandoned, {}, {}});
+                continue;
             }
-            const auto pause = backoff(attempts);
-            if (saturating_add(Clock::now(), pause) >= until) {
-                give_up_connect(
-                    connect_failure_message(last_error, transient, attempts, max_attempts, dl) +
-                        " The acquire deadline (" + std::to_string(dl.timeout.count()) +
-                        " ms) left no time for another attempt.",
-                    transient);
-            }
-            std::unique_lock<std::mutex> lock(mutex_);
-            const auto resume = saturating_add(Clock::now(), pause);
-            while (!closed_ && Clock::now() < resume) {
-                detail::wait_until<Clock>(wakeup_, lock, resume);
-            }
-            if (closed_) {
-                lock.unlock();
-                release_capacity();
+            emit({event_type::connected,
+                  s->id,
+                  close_reason::none,
+                  micros(Clock::now() - dl.start),
+                  {}});
+            if (doomed) {
+                destroy_one(std::move(doomed)); // outside the lock, like every close
                 throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
             }
+            return s;
         }
-
-        fresh->conn = std::move(conn);
-        const auto now = detail::cheap_now<Clock>();
-        slot* s = fresh.get();
-        std::unique_ptr<slot> doomed; // opened while close() ran: counted, then closed
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            --connecting_;
-            s->id = ++last_id_;
-            s->fork_epoch = fork_epoch_;
-            s->abandon_epoch = abandon_epoch;
-            s->world_epoch = world_epoch_;
-            s->expires = expiry_locked(now);
-            s->last_used = now;
-            s->last_used_wall = detail::cheap_now<wall_clock>();
-            s->leased_at = now;
-            s->leased_at_wall = s->last_used_wall;
-            s->index = all_.size();
-            all_.push_back(std::move(fresh));
-            ++stats_.created;
-            stats_.create_time.record(created_in);
-            if (closed_) {
-                s->close_why = close_reason::pool_closed;
-                doomed = remove_locked(s);
-            } else {
-                ++stats_.acquired;
-            }
-        }
-        emit({event_type::connected,
-              s->id,
-              close_reason::none,
-              micros(Clock::now() - dl.start),
-              {}});
-        if (doomed) {
-            destroy_one(std::move(doomed)); // outside the lock, like every close
-            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
-        }
-        return s;
-    }
-
-    // A connection opened but never pooled, forgotten like abandon_connections() forgets one.
-    void abandon_unpooled(std::unique_ptr<connection_type> conn) noexcept {
-        std::uint64_t id = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            id = ++last_id_;
-            ++stats_.created;
-            ++stats_.closed;
-            ++stats_.closed_abandoned;
-        }
-        forget(std::move(conn));
-        emit({event_type::closed, id, close_reason::abandoned, {}, {}});
     }
 
     // Destroys a connection the pool abandons, silently where the traits know how.
@@ -1022,9 +1047,17 @@ private:
         if (work.reset) {
             ++stats_.resets;
         }
-        if (why == close_reason::none && closed_) {
+        if (abandoned_locked(*s)) {
+            why = close_reason::abandoned; // abandon_connections() ran during the give-back
+        } else if (why == close_reason::none && closed_) {
             why = close_reason::pool_closed;
-        } else if (why == close_reason::none && now >= s->expires) {
+        } else if (why == close_reason::none && s->world_epoch != world_epoch_) {
+            // world_changed() ran during the lease: its lifetime, read from a clock that may
+            // have jumped, ends no later than a new one from now (it is pinged at its next
+            // checkout, since its world_epoch stays behind).
+            s->expires = std::min(s->expires, expiry_locked(now));
+        }
+        if (why == close_reason::none && now >= s->expires) {
             why = close_reason::max_lifetime;
         }
         if (why != close_reason::none) {
@@ -1301,8 +1334,8 @@ private:
                 --stats_.acquired;
                 if (s->fork_epoch != fork_epoch_) {
                     forget_inherited_locked(s); // forked while connecting: the parent's
-                } else if (closed_) {
-                    s->close_why = close_reason::pool_closed;
+                } else if (closed_ || abandoned_locked(*s)) {
+                    s->close_why = closed_ ? close_reason::pool_closed : close_reason::abandoned;
                     doomed = remove_locked(s);
                 } else {
                     hand_over_locked(s, detail::cheap_now<Clock>());

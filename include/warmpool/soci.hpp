@@ -136,6 +136,20 @@ inline constexpr const char* bare_word_message =
     "a word is not followed by \"=\" (not shown: it may be part of a password; quote values "
     "that hold spaces: password='a b')";
 
+/// libpq's messages about a URI's query part or its percent-encoding quote the part they could
+/// not parse: a mistyped `?password:secret` or `?password%3Dsecret` holds a password that no
+/// `password=` marks, so the message is replaced as a whole.
+inline const char* hidden_parse_error(const std::string& text) {
+    if (names_a_bare_word(text)) {
+        return bare_word_message;
+    }
+    if (contains(text, "URI query parameter") || contains(text, "percent-encoded")) {
+        return "libpq cannot parse the URI's query part or a percent-encoded value (not shown: "
+               "it may hold a password); write each parameter as key=value, joined by '&'";
+    }
+    return nullptr;
+}
+
 /// True when `type` (a std::type_info name) names soci::<name>_backend_factory, mangled
 /// (Itanium: "N4soci26postgresql_backend_factoryE") or not ("struct soci::…"). Naming a
 /// factory this way needs neither its backend's headers nor a link to its library.
@@ -302,9 +316,9 @@ private:
         if (why.empty()) {
             return;
         }
-        why = soci_impl::names_a_bare_word(why)
-                  ? std::string(soci_impl::bare_word_message)
-                  : detail::soci_cs::scrub(why, params_, !keyword_form);
+        const char* hidden = soci_impl::hidden_parse_error(why);
+        why = hidden != nullptr ? std::string(hidden)
+                                : detail::soci_cs::scrub(why, params_, !keyword_form);
         while (!why.empty() && detail::soci_cs::is_space(why.back())) {
             why.pop_back();
         }
@@ -768,8 +782,8 @@ struct soci_traits {
 
 private:
     static std::string scrub(const soci_config& cfg, const std::string& text) {
-        if (soci_impl::names_a_bare_word(text)) {
-            return soci_impl::bare_word_message; // see names_a_bare_word
+        if (const char* hidden = soci_impl::hidden_parse_error(text)) {
+            return hidden; // see hidden_parse_error
         }
         const std::string scrubbed =
             detail::soci_cs::scrub(text, cfg.params(), soci_impl::bare_uri(cfg));

@@ -36,7 +36,7 @@ struct latency_histogram {
         if (d.count() < 0) {
             d = std::chrono::microseconds{0}; // a clock read out of order: no negative latency
         }
-        std::size_t i = 0;
+        std::size_t i = 0; // the warm checkout records 0: found at once
         while (i < bucket_count && d > upper_bounds[i]) {
             ++i;
         }

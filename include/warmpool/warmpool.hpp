@@ -15,3 +15,5 @@
 
 #include <warmpool/lease.hpp>
 #include <warmpool/pool.hpp>
+
+#include <warmpool/metrics.hpp> // Prometheus text exposition of pool_stats

@@ -397,7 +397,7 @@ struct latency_histogram {
         if (d.count() < 0) {
             d = std::chrono::microseconds{0}; // a clock read out of order: no negative latency
         }
-        std::size_t i = 0;
+        std::size_t i = 0; // the warm checkout records 0: found at once
         while (i < bucket_count && d > upper_bounds[i]) {
             ++i;
         }
@@ -878,6 +878,7 @@ inline void stop_locking_around_forks(std::mutex* m) noexcept {
 #include <atomic>
 #include <cassert>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -1000,14 +1001,22 @@ public:
     /// As acquire_until(time_point), by the pool's wall clock (std::chrono::system_clock for
     /// the default pool): e.g. AWS Lambda's Lambda-Runtime-Deadline-Ms. The deadline is turned
     /// into the pool's clock once, at the call; a wall-clock step after that does not move it.
-    template <class WallTimePoint,
-              class = std::enable_if_t<std::is_same<WallTimePoint, wall_time_point>::value &&
-                                       !std::is_same<WallTimePoint, time_point>::value>>
-    [[nodiscard]] lease acquire_until(WallTimePoint deadline_at) {
+    /// Any duration: e.g. time_point<system_clock, milliseconds> straight from a header.
+    template <class Duration, class W = wall_clock,
+              class = std::enable_if_t<!std::is_same<W, Clock>::value>>
+    [[nodiscard]] lease acquire_until(std::chrono::time_point<W, Duration> deadline_at) {
+        // In floating-point milliseconds: no deadline, however far in the past or future, can
+        // overflow the subtraction; beyond options::forever it means no limit.
+        using fms = std::chrono::duration<long double, std::milli>;
         const auto now = Clock::now();
-        const auto left = deadline_at - wall_clock::now();
-        const auto at =
-            left <= decltype(left)::zero() ? now : saturating_add(now, std::chrono::ceil<ms>(left));
+        const long double left = fms(deadline_at.time_since_epoch()).count() -
+                                 fms(wall_clock::now().time_since_epoch()).count();
+        time_point at = now;
+        if (left >= static_cast<long double>(options::forever.count())) {
+            at = saturating_add(now, options::forever);
+        } else if (left > 0) {
+            at = saturating_add(now, ms{static_cast<ms::rep>(std::ceil(left))});
+        }
         return *checkout(absolute(at), /*may_wait=*/true);
     }
 
@@ -1163,10 +1172,17 @@ public:
         ++world_epoch_;
         const auto now = detail::cheap_now<Clock>();
         const auto wall = detail::cheap_now<wall_clock>();
-        for (slot* s : idle_) {
-            s->last_used = now;
-            s->last_used_wall = wall;
-            s->expires = std::min(s->expires, expiry_locked(now));
+        for (const auto& p : all_) {
+            slot* s = p.get();
+            if (s->idle) {
+                s->last_used = now;
+                s->last_used_wall = wall;
+                s->expires = std::min(s->expires, expiry_locked(now));
+            } else {
+                // A lease's use time and leak clock restart too; its lifetime is cut at
+                // give-back (settle_locked), since its holder may be reading it now.
+                s->leased_at = now;
+            }
         }
     }
 
@@ -1304,7 +1320,10 @@ private:
         if (d.count() <= 0) {
             return t;
         }
-        if (d >= std::chrono::duration_cast<ms>(time_point::max() - t)) {
+        // A clock whose readings are negative (a test's, or one with a late epoch) leaves
+        // max() - t out of range, while t + d, with d at most options::forever, fits.
+        if (t.time_since_epoch().count() >= 0 &&
+            d >= std::chrono::duration_cast<ms>(time_point::max() - t)) {
             return time_point::max();
         }
         return t + std::chrono::duration_cast<typename Clock::duration>(d);
@@ -1453,14 +1472,21 @@ private:
             if (distrust) {
                 s->world_epoch = world_epoch_ - 1; // still to be pinged at its next checkout
             }
-            if (closed_) {
-                s->close_why = close_reason::pool_closed;
+            if (closed_ || abandoned_locked(*s)) {
+                s->close_why =
+                    abandoned_locked(*s) ? close_reason::abandoned : close_reason::pool_closed;
                 doomed = remove_locked(s);
             } else {
                 hand_over_locked(s, detail::cheap_now<Clock>());
             }
         }
         destroy_one(std::move(doomed));
+    }
+
+    // The connection was open when abandon_connections() last ran: it must be forgotten, not
+    // kept, used or closed with a goodbye. Checked wherever a connection is kept or closed.
+    bool abandoned_locked(const slot& s) const noexcept {
+        return s.abandon_epoch != abandon_epoch_.load(std::memory_order_relaxed);
     }
 
     // Blocks until this caller is handed a connection (returned), is granted capacity to connect
@@ -1598,7 +1624,7 @@ private:
         {
             std::lock_guard<std::mutex> lock(mutex_);
             --stats_.acquired; // it was never handed out
-            s->close_why = why;
+            s->close_why = abandoned_locked(*s) ? close_reason::abandoned : why;
             doomed = remove_locked(s);
             --closing_; // the unit passes straight to this caller's connect
             ++connecting_;
@@ -1622,136 +1648,135 @@ private:
         std::string last_error;
         unsigned attempts = 0;
         const auto until = dl.get();
-        if (closed_) { // close() ran while this caller pinged, or since it was granted room
-            release_capacity();
-            throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
-        }
-        std::uint64_t abandon_epoch = abandon_epoch_.load(std::memory_order_relaxed);
+        std::uint64_t abandon_epoch = 0; // abandon_connections() calls when the attempt began
         std::chrono::microseconds created_in{0};
-        for (;;) {
-            if (dl.hard && dl.left(Clock::now()).count() <= 0) {
-                if (attempts == 0) {
-                    release_capacity();
-                    throw_late(dl, " The deadline left no time to open a connection.");
-                }
-                give_up_connect(
-                    connect_failure_message(last_error, true, attempts, max_attempts, dl) +
-                        " The deadline passed before another attempt could start.",
-                    true);
+        for (;;) { // until a connection is registered
+            // close() ran while this caller pinged, since it was granted room, or while the
+            // connection it opened was abandoned.
+            if (closed_) {
+                release_capacity();
+                throw pool_closed("warmpool: the pool was closed before connecting to " + target_);
             }
-            ++attempts;
-            bool transient = false;
-            const auto attempt_start = Clock::now();
-            try {
-                const auto left = std::chrono::duration_cast<ms>(until - attempt_start);
-                conn = Traits::connect(config_, std::max(left, ms{1}));
-                if (!conn) {
-                    throw connect_error("the backend returned no connection", false);
+            for (;;) {
+                if (dl.hard && dl.left(Clock::now()).count() <= 0) {
+                    if (attempts == 0) {
+                        release_capacity();
+                        throw_late(dl, " The deadline left no time to open a connection.");
+                    }
+                    give_up_connect(
+                        connect_failure_message(last_error, true, attempts, max_attempts, dl) +
+                            " The deadline passed before another attempt could start.",
+                        true);
                 }
-                created_in = micros(Clock::now() - attempt_start);
-                const auto epoch = abandon_epoch_.load(std::memory_order_relaxed);
-                if (epoch == abandon_epoch) {
+                ++attempts;
+                bool transient = false;
+                abandon_epoch = abandon_epoch_.load(std::memory_order_relaxed);
+                const auto attempt_start = Clock::now();
+                try {
+                    const auto left = std::chrono::duration_cast<ms>(until - attempt_start);
+                    conn = Traits::connect(config_, std::max(left, ms{1}));
+                    if (!conn) {
+                        throw connect_error("the backend returned no connection", false);
+                    }
+                    created_in = micros(Clock::now() - attempt_start);
                     break;
+                } catch (const connect_error& e) {
+                    transient = e.transient();
+                    last_error = e.what();
+                } catch (const std::exception& e) {
+                    last_error = e.what();
+                } catch (...) {
+                    last_error = "unknown exception from the backend's connect";
                 }
-                // abandon_connections() ran while this one opened (a restore from a snapshot
-                // taken mid-connect): its socket may be dead or shared. Forget it and retry at
-                // once: this is no failure of the server's.
-                abandon_epoch = epoch;
-                abandon_unpooled(std::move(conn));
-                continue;
-            } catch (const connect_error& e) {
-                transient = e.transient();
-                last_error = e.what();
-            } catch (const std::exception& e) {
-                last_error = e.what();
-            } catch (...) {
-                last_error = "unknown exception from the backend's connect";
+                {
+                    std::lock_guard<std::mutex> lock(mutex_);
+                    ++stats_.connect_failures;
+                    last_connect_error_ = last_error;
+                }
+                emit({event_type::connect_failed, 0, close_reason::none,
+                      micros(Clock::now() - attempt_start), last_error});
+
+                const bool out_of_attempts = max_attempts != 0 && attempts >= max_attempts;
+                if (!transient || out_of_attempts) {
+                    give_up_connect(
+                        connect_failure_message(last_error, transient, attempts, max_attempts, dl),
+                        transient);
+                }
+                const auto pause = backoff(attempts);
+                if (saturating_add(Clock::now(), pause) >= until) {
+                    give_up_connect(
+                        connect_failure_message(last_error, transient, attempts, max_attempts, dl) +
+                            " The acquire deadline (" + std::to_string(dl.timeout.count()) +
+                            " ms) left no time for another attempt.",
+                        transient);
+                }
+                std::unique_lock<std::mutex> lock(mutex_);
+                const auto resume = saturating_add(Clock::now(), pause);
+                while (!closed_ && Clock::now() < resume) {
+                    detail::wait_until<Clock>(wakeup_, lock, resume);
+                }
+                if (closed_) {
+                    lock.unlock();
+                    release_capacity();
+                    throw pool_closed("warmpool: the pool was closed while connecting to " +
+                                      target_);
+                }
             }
+
+            const auto now = detail::cheap_now<Clock>();
+            slot* s = fresh.get();
+            std::unique_ptr<slot> doomed; // opened while close() ran: counted, then closed
+            std::uint64_t stale_id = 0;   // opened across abandon_connections(): forgotten
+            fresh->conn = std::move(conn);
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                ++stats_.connect_failures;
-                last_connect_error_ = last_error;
+                ++stats_.created;
+                stats_.create_time.record(created_in);
+                if (abandon_epoch != abandon_epoch_.load(std::memory_order_relaxed)) {
+                    // A restore from a snapshot taken mid-connect: the socket may be dead or shared
+                    // with other copies. Counted as opened and abandoned; this caller connects
+                    // again at once, with the same unit of capacity: no failure of the server's.
+                    stale_id = ++last_id_;
+                    ++stats_.closed;
+                    ++stats_.closed_abandoned;
+                } else {
+                    --connecting_;
+                    s->id = ++last_id_;
+                    s->fork_epoch = fork_epoch_;
+                    s->abandon_epoch = abandon_epoch;
+                    s->world_epoch = world_epoch_;
+                    s->expires = expiry_locked(now);
+                    s->last_used = now;
+                    s->last_used_wall = detail::cheap_now<wall_clock>();
+                    s->leased_at = now;
+                    s->leased_at_wall = s->last_used_wall;
+                    s->index = all_.size();
+                    all_.push_back(std::move(fresh));
+                    if (closed_) {
+                        s->close_why = close_reason::pool_closed;
+                        doomed = remove_locked(s);
+                    } else {
+                        ++stats_.acquired;
+                    }
+                }
             }
-            emit({event_type::connect_failed, 0, close_reason::none,
-                  micros(Clock::now() - attempt_start), last_error});
-
-            const bool out_of_attempts = max_attempts != 0 && attempts >= max_attempts;
-            if (!transient || out_of_attempts) {
-                give_up_connect(
-                    connect_failure_message(last_error, transient, attempts, max_attempts, dl),
-                    transient);
+            if (stale_id != 0) {
+                emit({event_type::connected, stale_id, close_reason::none, created_in, {}});
+                forget(std::move(fresh->conn));
+                emit({event_type::closed, stale_id, close_reason::abandoned, {}, {}});
+                continue;
             }
-            const auto pause = backoff(attempts);
-            if (saturating_add(Clock::now(), pause) >= until) {
-                give_up_connect(
-                    connect_failure_message(last_error, transient, attempts, max_attempts, dl) +
-                        " The acquire deadline (" + std::to_string(dl.timeout.count()) +
-                        " ms) left no time for another attempt.",
-                    transient);
-            }
-            std::unique_lock<std::mutex> lock(mutex_);
-            const auto resume = saturating_add(Clock::now(), pause);
-            while (!closed_ && Clock::now() < resume) {
-                detail::wait_until<Clock>(wakeup_, lock, resume);
-            }
-            if (closed_) {
-                lock.unlock();
-                release_capacity();
+            emit({event_type::connected,
+                  s->id,
+                  close_reason::none,
+                  micros(Clock::now() - dl.start),
+                  {}});
+            if (doomed) {
+                destroy_one(std::move(doomed)); // outside the lock, like every close
                 throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
             }
+            return s;
         }
-
-        fresh->conn = std::move(conn);
-        const auto now = detail::cheap_now<Clock>();
-        slot* s = fresh.get();
-        std::unique_ptr<slot> doomed; // opened while close() ran: counted, then closed
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            --connecting_;
-            s->id = ++last_id_;
-            s->fork_epoch = fork_epoch_;
-            s->abandon_epoch = abandon_epoch;
-            s->world_epoch = world_epoch_;
-            s->expires = expiry_locked(now);
-            s->last_used = now;
-            s->last_used_wall = detail::cheap_now<wall_clock>();
-            s->leased_at = now;
-            s->leased_at_wall = s->last_used_wall;
-            s->index = all_.size();
-            all_.push_back(std::move(fresh));
-            ++stats_.created;
-            stats_.create_time.record(created_in);
-            if (closed_) {
-                s->close_why = close_reason::pool_closed;
-                doomed = remove_locked(s);
-            } else {
-                ++stats_.acquired;
-            }
-        }
-        emit({event_type::connected,
-              s->id,
-              close_reason::none,
-              micros(Clock::now() - dl.start),
-              {}});
-        if (doomed) {
-            destroy_one(std::move(doomed)); // outside the lock, like every close
-            throw pool_closed("warmpool: the pool was closed while connecting to " + target_);
-        }
-        return s;
-    }
-
-    // A connection opened but never pooled, forgotten like abandon_connections() forgets one.
-    void abandon_unpooled(std::unique_ptr<connection_type> conn) noexcept {
-        std::uint64_t id = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            id = ++last_id_;
-            ++stats_.created;
-            ++stats_.closed;
-            ++stats_.closed_abandoned;
-        }
-        forget(std::move(conn));
-        emit({event_type::closed, id, close_reason::abandoned, {}, {}});
     }
 
     // Destroys a connection the pool abandons, silently where the traits know how.
@@ -1886,9 +1911,17 @@ private:
         if (work.reset) {
             ++stats_.resets;
         }
-        if (why == close_reason::none && closed_) {
+        if (abandoned_locked(*s)) {
+            why = close_reason::abandoned; // abandon_connections() ran during the give-back
+        } else if (why == close_reason::none && closed_) {
             why = close_reason::pool_closed;
-        } else if (why == close_reason::none && now >= s->expires) {
+        } else if (why == close_reason::none && s->world_epoch != world_epoch_) {
+            // world_changed() ran during the lease: its lifetime, read from a clock that may
+            // have jumped, ends no later than a new one from now (it is pinged at its next
+            // checkout, since its world_epoch stays behind).
+            s->expires = std::min(s->expires, expiry_locked(now));
+        }
+        if (why == close_reason::none && now >= s->expires) {
             why = close_reason::max_lifetime;
         }
         if (why != close_reason::none) {
@@ -2165,8 +2198,8 @@ private:
                 --stats_.acquired;
                 if (s->fork_epoch != fork_epoch_) {
                     forget_inherited_locked(s); // forked while connecting: the parent's
-                } else if (closed_) {
-                    s->close_why = close_reason::pool_closed;
+                } else if (closed_ || abandoned_locked(*s)) {
+                    s->close_why = closed_ ? close_reason::pool_closed : close_reason::abandoned;
                     doomed = remove_locked(s);
                 } else {
                     hand_over_locked(s, detail::cheap_now<Clock>());
@@ -2380,6 +2413,551 @@ private:
 
 } // namespace warmpool
 // ---- end warmpool/lease.hpp ----
+
+// ---- begin warmpool/metrics.hpp ----
+// Also guarded by a macro: tools/amalgamate.py keeps it (not #pragma once), so this file and a
+// single header that contains it can be included together, as the single-header tests do.
+#ifndef WARMPOOL_METRICS_HPP
+#define WARMPOOL_METRICS_HPP
+
+// Pool statistics in the Prometheus text exposition format 0.0.4, named after OpenTelemetry's
+// database client connection metrics (docs/metrics.md maps them to OpenTelemetry, HikariCP and
+// Go's database/sql). No HTTP here: serve the text with any server (examples/metrics_endpoint/
+// uses cpp-httplib), or write it to a file for node_exporter's textfile collector.
+//
+//     auto text = warmpool::render_prometheus({warmpool::metrics_of(orders_pool, "orders"),
+//                                              warmpool::metrics_of(audit_pool, "audit")});
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace warmpool {
+
+/// The Content-Type of a reply carrying render_prometheus()'s text.
+inline constexpr std::string_view prometheus_content_type =
+    "text/plain; version=0.0.4; charset=utf-8";
+
+/// Extra labels put on every series of one pool, in this order: {"service", "billing"}, ...
+using metrics_labels = std::vector<std::pair<std::string, std::string>>;
+
+/// One pool's part of a scrape: its statistics and the labels that tell it apart.
+struct metrics_source {
+    /// The pool_name label (OpenTelemetry's pool name attribute). Must not be empty, and no two
+    /// sources of one scrape may share both pool_name and labels.
+    std::string pool_name;
+    /// Names match [a-zA-Z_][a-zA-Z0-9_]*, do not start with "__" and are none of the labels the
+    /// families use themselves (pool_name, state, reason, le, quantile). Values are any UTF-8.
+    metrics_labels labels;
+    pool_stats stats;
+    /// options::min_idle, which pool_stats does not carry (db_client_connection_idle_min).
+    std::size_t idle_min = 0;
+};
+
+/// Throws std::invalid_argument naming the pool and the label when `source` cannot be rendered:
+/// an empty pool name, a label name that is malformed, reserved or given twice, or a value that
+/// is not UTF-8. render_prometheus() checks every source anyway; call it to fail early.
+inline void validate(const metrics_source& source);
+
+/// A snapshot of `pool` (basic_pool::stats() and get_options()) labelled `pool_name`.
+/// Throws std::invalid_argument as validate() does.
+template <class Pool>
+metrics_source metrics_of(const Pool& pool, std::string pool_name, metrics_labels labels = {}) {
+    metrics_source source;
+    source.pool_name = std::move(pool_name);
+    source.labels = std::move(labels);
+    source.stats = pool.stats();
+    source.idle_min = pool.get_options().min_idle;
+    validate(source);
+    return source;
+}
+
+/// The sources in the Prometheus text format 0.0.4: each metric family once, with its # HELP
+/// and # TYPE lines and then the samples of every source. Checks every source first (throws
+/// std::invalid_argument as validate() does, and for two sources with the same labels), so a
+/// bad source yields an exception rather than a scrape the server rejects. Durations are in
+/// seconds, written in decimal from whole microseconds, so the server reads the double nearest
+/// to the exact value. Independent of the global and the C locale. No sources: empty text.
+inline std::string render_prometheus(const std::vector<metrics_source>& sources);
+
+/// render_prometheus(), written to `out` (nothing is written when it throws).
+inline void write_prometheus(std::ostream& out, const std::vector<metrics_source>& sources);
+
+namespace detail::prometheus {
+
+// Text building: std::to_chars and hand-made decimals, never iostreams or printf, so that no
+// locale can put a comma in a number.
+inline void append_uint(std::string& out, std::uint64_t v) {
+    char buffer[24] = {};
+    const auto result = std::to_chars(buffer, buffer + sizeof buffer, v);
+    out.append(buffer, result.ptr);
+}
+
+inline std::uint64_t magnitude(std::int64_t v) noexcept {
+    return v < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(v) : static_cast<std::uint64_t>(v);
+}
+
+// Whole microseconds as seconds in plain decimal, trailing zeros dropped: 2500000 -> "2.5",
+// 25 -> "0.000025", 0 -> "0". Exact, so a parser gets the double nearest the true value.
+inline void append_seconds(std::string& out, std::chrono::microseconds d) {
+    if (d.count() < 0) {
+        out += '-';
+    }
+    const std::uint64_t us = magnitude(d.count());
+    append_uint(out, us / 1'000'000);
+    std::uint64_t fraction = us % 1'000'000;
+    if (fraction == 0) {
+        return;
+    }
+    char digits[6];
+    for (int i = 5; i >= 0; --i) {
+        digits[i] = static_cast<char>('0' + fraction % 10);
+        fraction /= 10;
+    }
+    std::size_t n = 6;
+    while (digits[n - 1] == '0') {
+        --n;
+    }
+    out += '.';
+    out.append(digits, n);
+}
+
+// A bucket bound as Go's strconv.FormatFloat(v, 'g', -1, 64) writes it, which is what
+// client_golang and the Python client put in `le`: "1e-05", "2.5e-05", "0.0001", "1", "10".
+// `le` is compared as a string when series are matched, so the same bound must be spelled the
+// same way as other exporters spell it. Positive bounds only.
+inline void append_bound(std::string& out, std::chrono::microseconds bound) {
+    std::uint64_t us = magnitude(bound.count());
+    if (us == 0) {
+        out += '0';
+        return;
+    }
+    int trailing_zeros = 0;
+    while (us % 10 == 0) {
+        us /= 10;
+        ++trailing_zeros;
+    }
+    char digits[24] = {}; // initialised: g++ 12 -O2 sees a maybe-uninitialized read otherwise
+    const auto result = std::to_chars(digits, digits + sizeof digits, us);
+    const int n = static_cast<int>(result.ptr - digits);
+    // The value is digits * 10^(trailing_zeros - 6); Go switches to an exponent below 1e-4 and
+    // at 1e6 and above when printing the shortest representation.
+    const int exponent = n - 1 + trailing_zeros - 6;
+    if (exponent >= -4 && exponent < 6) {
+        append_seconds(out, bound);
+        return;
+    }
+    out += digits[0];
+    if (n > 1) {
+        out += '.';
+        out.append(digits + 1, result.ptr);
+    }
+    out += exponent < 0 ? "e-" : "e+";
+    const int e = exponent < 0 ? -exponent : exponent;
+    if (e < 10) {
+        out += '0';
+    }
+    append_uint(out, static_cast<std::uint64_t>(e));
+}
+
+// A label value: backslash, double quote and line feed escaped, as the format requires.
+inline void append_label_value(std::string& out, std::string_view value) {
+    for (const char c : value) {
+        switch (c) {
+        case '\\':
+            out += "\\\\";
+            break;
+        case '"':
+            out += "\\\"";
+            break;
+        case '\n':
+            out += "\\n";
+            break;
+        default:
+            out += c;
+        }
+    }
+}
+
+inline bool is_label_name(std::string_view name) noexcept {
+    if (name.empty()) {
+        return false;
+    }
+    const auto letter = [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    };
+    if (!letter(name[0]) && name[0] != '_') {
+        return false;
+    }
+    return std::all_of(name.begin() + 1, name.end(),
+                       [&](char c) { return letter(c) || (c >= '0' && c <= '9') || c == '_'; });
+}
+
+// The labels the families set themselves (pool_name, state, reason, le), and quantile, which a
+// summary of the same name would use: a user label of that name would clash with them.
+inline bool is_reserved_label(std::string_view name) noexcept {
+    return name == "pool_name" || name == "state" || name == "reason" || name == "le" ||
+           name == "quantile" || name.substr(0, 2) == "__";
+}
+
+// Well-formed UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF): the format is
+// UTF-8, and one bad byte makes the server reject the whole scrape.
+inline bool is_utf8(std::string_view s) noexcept {
+    std::size_t i = 0;
+    while (i < s.size()) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        std::size_t length = 0;
+        unsigned char low = 0x80, high = 0xBF; // allowed range of the second byte
+        if (c >= 0xC2 && c <= 0xDF) {
+            length = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            length = 3;
+            low = c == 0xE0 ? 0xA0 : 0x80;
+            high = c == 0xED ? 0x9F : 0xBF;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            length = 4;
+            low = c == 0xF0 ? 0x90 : 0x80;
+            high = c == 0xF4 ? 0x8F : 0xBF;
+        } else {
+            return false;
+        }
+        if (s.size() - i < length) {
+            return false;
+        }
+        for (std::size_t k = 1; k < length; ++k) {
+            const auto next = static_cast<unsigned char>(s[i + k]);
+            if (next < (k == 1 ? low : 0x80) || next > (k == 1 ? high : 0xBF)) {
+                return false;
+            }
+        }
+        i += length;
+    }
+    return true;
+}
+
+[[noreturn]] inline void reject(const metrics_source& source, const std::string& why) {
+    throw std::invalid_argument("warmpool metrics: pool \"" + source.pool_name + "\": " + why);
+}
+
+// Every series of one source starts with the same labels: `{pool_name="orders",shard="3"`.
+inline std::string series_labels(const metrics_source& source) {
+    std::string labels = "{pool_name=\"";
+    append_label_value(labels, source.pool_name);
+    labels += '"';
+    for (const auto& [name, value] : source.labels) {
+        labels += ',';
+        labels += name;
+        labels += "=\"";
+        append_label_value(labels, value);
+        labels += '"';
+    }
+    return labels;
+}
+
+// Writes each family once, then its samples for every source, as the format requires.
+class writer {
+public:
+    explicit writer(const std::vector<metrics_source>& sources) : sources_(sources) {
+        prefixes_.reserve(sources.size());
+        for (const auto& source : sources) {
+            prefixes_.push_back(series_labels(source));
+        }
+    }
+
+    std::string take() { return std::move(out_); }
+
+    void family(std::string_view name, std::string_view type, std::string_view help) {
+        if (sources_.empty()) {
+            return;
+        }
+        out_ += "# HELP ";
+        out_ += name;
+        out_ += ' ';
+        out_ += help; // written by this file: no backslash or line feed to escape
+        out_ += "\n# TYPE ";
+        out_ += name;
+        out_ += ' ';
+        out_ += type;
+        out_ += '\n';
+    }
+
+    // One sample per source; value(source) gives an unsigned integer.
+    template <class Value>
+    void samples(std::string_view name, Value value) {
+        for (std::size_t i = 0; i < sources_.size(); ++i) {
+            sample_start(name, i);
+            out_ += "} ";
+            append_uint(out_, static_cast<std::uint64_t>(value(sources_[i])));
+            out_ += '\n';
+        }
+    }
+
+    // One family-specific label: name{...,label="value"} number.
+    void labelled(std::string_view name, std::size_t source, std::string_view label,
+                  std::string_view value, std::uint64_t number) {
+        sample_start(name, source);
+        out_ += ',';
+        out_ += label;
+        out_ += "=\"";
+        append_label_value(out_, value);
+        out_ += "\"} ";
+        append_uint(out_, number);
+        out_ += '\n';
+    }
+
+    template <class Value>
+    void seconds_samples(std::string_view name, Value value) {
+        for (std::size_t i = 0; i < sources_.size(); ++i) {
+            sample_start(name, i);
+            out_ += "} ";
+            append_seconds(out_, value(sources_[i]));
+            out_ += '\n';
+        }
+    }
+
+    // Cumulative buckets, _sum and _count, per source. The +Inf bucket and _count are the sum of
+    // the buckets (not latency_histogram::count), so the buckets stay monotonic and +Inf equals
+    // _count whatever a hand-made pool_stats holds.
+    void histogram(std::string_view name, latency_histogram pool_stats::*member) {
+        std::array<std::string, latency_histogram::bucket_count> bounds;
+        for (std::size_t b = 0; b < bounds.size(); ++b) {
+            append_bound(bounds[b], latency_histogram::upper_bounds[b]);
+        }
+        const std::string bucket = std::string(name) + "_bucket";
+        for (std::size_t i = 0; i < sources_.size(); ++i) {
+            const latency_histogram& h = sources_[i].stats.*member;
+            std::uint64_t cumulative = 0;
+            for (std::size_t b = 0; b < latency_histogram::bucket_count; ++b) {
+                cumulative += h.counts[b];
+                labelled(bucket, i, "le", bounds[b], cumulative);
+            }
+            cumulative += h.counts[latency_histogram::bucket_count];
+            labelled(bucket, i, "le", "+Inf", cumulative);
+            sample_start(std::string(name) + "_sum", i);
+            out_ += "} ";
+            append_seconds(out_, h.sum);
+            out_ += '\n';
+            sample_start(std::string(name) + "_count", i);
+            out_ += "} ";
+            append_uint(out_, cumulative);
+            out_ += '\n';
+        }
+    }
+
+private:
+    void sample_start(std::string_view name, std::size_t source) {
+        out_ += name;
+        out_ += prefixes_[source];
+    }
+
+    const std::vector<metrics_source>& sources_;
+    std::vector<std::string> prefixes_;
+    std::string out_;
+};
+
+struct closed_counter {
+    close_reason reason;
+    std::uint64_t pool_stats::*count;
+};
+
+// Every close_reason but none, each with its pool_stats counter. The label value is
+// to_string(reason), the same word the closed event carries. tests/unit/test_metrics.cpp fails
+// when a reason is missing here.
+inline constexpr closed_counter closed_counters[] = {
+    {close_reason::idle_timeout, &pool_stats::closed_idle_timeout},
+    {close_reason::max_lifetime, &pool_stats::closed_max_lifetime},
+    {close_reason::validation_failed, &pool_stats::closed_validation_failed},
+    {close_reason::broken, &pool_stats::closed_broken},
+    {close_reason::invalidated, &pool_stats::closed_invalidated},
+    {close_reason::pool_closed, &pool_stats::closed_pool_closed},
+    {close_reason::rejected_on_release, &pool_stats::closed_rejected_on_release},
+    {close_reason::abandoned, &pool_stats::closed_abandoned},
+    {close_reason::drained, &pool_stats::closed_drained},
+};
+
+// Two sources with the same pool_name and the same labels (in any order) would write the same
+// series twice, which the server rejects.
+inline void reject_duplicates(const std::vector<metrics_source>& sources) {
+    std::vector<std::pair<metrics_labels, std::size_t>> keys;
+    keys.reserve(sources.size());
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+        metrics_labels key = sources[i].labels;
+        key.emplace_back("pool_name", sources[i].pool_name);
+        std::sort(key.begin(), key.end());
+        keys.emplace_back(std::move(key), i);
+    }
+    std::sort(keys.begin(), keys.end());
+    for (std::size_t i = 1; i < keys.size(); ++i) {
+        if (keys[i].first == keys[i - 1].first) {
+            const auto first = std::min(keys[i - 1].second, keys[i].second);
+            const auto second = std::max(keys[i - 1].second, keys[i].second);
+            reject(sources[second], "sources " + std::to_string(first) + " and " +
+                                        std::to_string(second) +
+                                        " have the same pool_name and labels; give each pool a "
+                                        "name or label of its own");
+        }
+    }
+}
+
+} // namespace detail::prometheus
+
+inline void validate(const metrics_source& source) {
+    namespace p = detail::prometheus;
+    if (source.pool_name.empty()) {
+        throw std::invalid_argument(
+            "warmpool metrics: pool_name is empty; name the pool, e.g. after its database");
+    }
+    if (!p::is_utf8(source.pool_name)) {
+        p::reject(source, "the pool name is not valid UTF-8");
+    }
+    for (std::size_t i = 0; i < source.labels.size(); ++i) {
+        const std::string& name = source.labels[i].first;
+        if (!p::is_label_name(name)) {
+            p::reject(source, "label name \"" + name +
+                                  "\" is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)");
+        }
+        if (p::is_reserved_label(name)) {
+            p::reject(source, "label name \"" + name +
+                                  "\" is reserved (pool_name, state, reason, le, quantile and "
+                                  "names starting with __ are set by warmpool or Prometheus); "
+                                  "choose another name");
+        }
+        for (std::size_t k = 0; k < i; ++k) {
+            if (source.labels[k].first == name) {
+                p::reject(source, "label name \"" + name + "\" is given twice");
+            }
+        }
+        if (!p::is_utf8(source.labels[i].second)) {
+            p::reject(source, "the value of label \"" + name + "\" is not valid UTF-8");
+        }
+    }
+}
+
+inline std::string render_prometheus(const std::vector<metrics_source>& sources) {
+    namespace p = detail::prometheus;
+    for (const auto& source : sources) {
+        validate(source);
+    }
+    p::reject_duplicates(sources);
+
+    p::writer w(sources);
+    using source = metrics_source;
+
+    // OpenTelemetry's db.client.connection.* instruments first. Its count would be
+    // db_client_connection_count, a suffix Prometheus keeps for histograms and summaries:
+    // it is db_client_connection_open here.
+    w.family("db_client_connection_open", "gauge",
+             "Open connections by state: idle (in the pool) or used (held by a lease).");
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+        w.labelled("db_client_connection_open", i, "state", "idle", sources[i].stats.idle);
+        w.labelled("db_client_connection_open", i, "state", "used", sources[i].stats.in_use);
+    }
+    w.family("db_client_connection_max", "gauge",
+             "Most connections the pool opens at once (options::max_size).");
+    w.samples("db_client_connection_max", [](const source& s) { return s.stats.max_size; });
+    w.family("db_client_connection_idle_max", "gauge",
+             "Most idle connections the pool keeps: max_size, since a connection given back "
+             "stays until idle_timeout.");
+    w.samples("db_client_connection_idle_max", [](const source& s) { return s.stats.max_size; });
+    w.family("db_client_connection_idle_min", "gauge",
+             "Idle connections housekeeping keeps open (options::min_idle).");
+    w.samples("db_client_connection_idle_min", [](const source& s) { return s.idle_min; });
+    w.family("db_client_connection_pending_requests", "gauge",
+             "Callers waiting in acquire() for a connection.");
+    w.samples("db_client_connection_pending_requests",
+              [](const source& s) { return s.stats.waiting; });
+    w.family("db_client_connection_timeouts_total", "counter",
+             "acquire() calls that gave up and threw acquire_timeout.");
+    w.samples("db_client_connection_timeouts_total",
+              [](const source& s) { return s.stats.timeouts; });
+    w.family("db_client_connection_create_time_seconds", "histogram",
+             "Time to open one connection, setup included (successful connects only).");
+    w.histogram("db_client_connection_create_time_seconds", &pool_stats::create_time);
+    w.family("db_client_connection_wait_time_seconds", "histogram",
+             "Time acquire() took to hand out a lease (queueing, validation and connecting), "
+             "recorded when the lease is given back.");
+    w.histogram("db_client_connection_wait_time_seconds", &pool_stats::acquire_time);
+    w.family("db_client_connection_use_time_seconds", "histogram",
+             "Time from checkout to give-back, per lease.");
+    w.histogram("db_client_connection_use_time_seconds", &pool_stats::use_time);
+
+    // warmpool's own, in the same style.
+    w.family("db_client_connection_connecting", "gauge", "Connects in progress.");
+    w.samples("db_client_connection_connecting",
+              [](const source& s) { return s.stats.connecting; });
+    w.family("db_client_connection_acquired_total", "counter", "Leases handed out.");
+    w.samples("db_client_connection_acquired_total",
+              [](const source& s) { return s.stats.acquired; });
+    w.family("db_client_connection_created_total", "counter", "Connections opened.");
+    w.samples("db_client_connection_created_total",
+              [](const source& s) { return s.stats.created; });
+    w.family("db_client_connection_closed_total", "counter", "Connections closed, by reason.");
+    for (std::size_t i = 0; i < sources.size(); ++i) {
+        for (const auto& closed : p::closed_counters) {
+            w.labelled("db_client_connection_closed_total", i, "reason", to_string(closed.reason),
+                       sources[i].stats.*closed.count);
+        }
+    }
+    w.family("db_client_connection_connect_failures_total", "counter",
+             "Failed connect attempts, each retry counted.");
+    w.samples("db_client_connection_connect_failures_total",
+              [](const source& s) { return s.stats.connect_failures; });
+    w.family("db_client_connection_validation_failures_total", "counter",
+             "Idle connections found dead at checkout by the socket check or a ping.");
+    w.samples("db_client_connection_validation_failures_total",
+              [](const source& s) { return s.stats.validation_failures; });
+    w.family("db_client_connection_pings_total", "counter", "Validation round trips.");
+    w.samples("db_client_connection_pings_total", [](const source& s) { return s.stats.pings; });
+    w.family("db_client_connection_rollbacks_total", "counter",
+             "Transactions left open by a lease and rolled back at give-back.");
+    w.samples("db_client_connection_rollbacks_total",
+              [](const source& s) { return s.stats.rollbacks; });
+    w.family("db_client_connection_resets_total", "counter",
+             "Sessions reset at give-back (options::reset_on_release).");
+    w.samples("db_client_connection_resets_total", [](const source& s) { return s.stats.resets; });
+    w.family("db_client_connection_leaks_suspected_total", "counter",
+             "Leases held longer than options::leak_threshold.");
+    w.samples("db_client_connection_leaks_suspected_total",
+              [](const source& s) { return s.stats.leaks_suspected; });
+    w.family("db_client_connection_queued_total", "counter",
+             "acquire() calls that queued for a connection another caller held.");
+    w.samples("db_client_connection_queued_total", [](const source& s) { return s.stats.waits; });
+    w.family("db_client_connection_queued_seconds_total", "counter",
+             "Time acquire() calls spent queued for a connection another caller held.");
+    w.seconds_samples("db_client_connection_queued_seconds_total",
+                      [](const source& s) { return s.stats.wait_time_total; });
+    w.family("db_client_connection_queued_max_seconds", "gauge",
+             "Longest time one acquire() call spent queued, over the pool's life.");
+    w.seconds_samples("db_client_connection_queued_max_seconds",
+                      [](const source& s) { return s.stats.wait_time_max; });
+    w.family("db_client_connection_forks_total", "counter",
+             "fork()s noticed; the child drops the connections it inherited.");
+    w.samples("db_client_connection_forks_total", [](const source& s) { return s.stats.forks; });
+    return w.take();
+}
+
+inline void write_prometheus(std::ostream& out, const std::vector<metrics_source>& sources) {
+    const std::string text = render_prometheus(sources);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+}
+
+} // namespace warmpool
+
+#endif // WARMPOOL_METRICS_HPP
+// ---- end warmpool/metrics.hpp ----
 // ---- end warmpool/warmpool.hpp ----
 
 #if !defined(WARMPOOL_WITH_SOCI) && defined(__has_include)
@@ -3085,7 +3663,7 @@ inline bool valid_backend_name(std::string_view name) noexcept {
 // What the checks cost, each bounded by the timeout the pool passes (validation_timeout):
 //   is_broken       the socket handle, local.
 //   in_transaction  the server-status flag the last reply carried, local.
-//   peer_closed     one poll().
+//   peer_closed     one poll(); a peek only when the socket is readable under TLS.
 //   ping            "DO 0" sent with mysql_send_query, its reply awaited with poll() before
 //                   mysql_read_query_result reads it: one round trip. (mysql_ping would block
 //                   as long as read_timeout allows: by default forever.)
@@ -3373,9 +3951,13 @@ inline void silence(int fd) noexcept {
     "warmpool: WARMPOOL_SOCI_MYSQL=1 needs MariaDB Connector/C's <mysql.h> (libmariadb), which serves MySQL servers too; MySQL's own libmysqlclient lacks the calls the checks make. Define WARMPOOL_SOCI_MYSQL=0 for the portable fallback."
 #endif
 
+#include <cerrno>
 #include <cstring>
 #include <exception>
 #include <string>
+
+#include <sys/socket.h>
+#include <sys/types.h>
 #endif
 
 #include <chrono>
@@ -3536,24 +4118,39 @@ inline bool in_transaction(soci::session& s) noexcept {
     return api() == nullptr || c == nullptr || (c->server_status & SERVER_STATUS_IN_TRANS) != 0;
 }
 
-inline bool peer_closed(soci::session& s) noexcept {
+/// What the idle session's socket says, in one zero-timeout poll(). A hang-up is `closed`.
+/// Plain TCP: MySQL sends an idle session nothing unprompted except the error packet that
+/// precedes a server-side close (MySQL 8.0.24 and later, on wait_timeout; MariaDB 10.11 sends
+/// none, on KILL, wait_timeout or shutdown alike), so readable means `closed`. TLS
+/// (mysql_get_ssl_cipher): the bytes are records the check cannot read without consuming them;
+/// they may be that error packet or something harmless (a TLS 1.3 key update, a session ticket),
+/// so they are `unsure` and the pool pings at once. MariaDB's session tickets arrive before the
+/// reply that completes the connect, so Connector/C reads them there: the socket of a healthy
+/// idle session holds nothing, and costs no extra ping.
+inline peer_state peer_closed(soci::session& s) noexcept {
     const functions* const my = api();
     MYSQL* const c = conn(s);
     if (my == nullptr || c == nullptr) {
-        return true;
+        return peer_state::closed;
     }
     const int fd = socket_of(*my, c);
     if (fd < 0) {
-        return true;
+        return peer_state::closed;
     }
     const short revents = sock::now(fd);
-    if ((revents & sock::hangup_events) != 0) {
-        return true;
+    if (revents == 0) {
+        return peer_state::open;
     }
-    // MySQL sends nothing unprompted to an idle session except the error packet that precedes
-    // a server-side close, so readable means closed. Over TLS a session ticket can arrive after
-    // the handshake and sit unread: there only a hang-up counts.
-    return (revents & POLLIN) != 0 && my->get_ssl_cipher(c) == nullptr;
+    if ((revents & sock::hangup_events) != 0 || my->get_ssl_cipher(c) == nullptr) {
+        return peer_state::closed;
+    }
+    // Where poll() has no POLLRDHUP, the end of the stream shows only as readable.
+    char byte = 0;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        return peer_state::closed;
+    }
+    return peer_state::unsure;
 }
 
 /// Makes closing the session send nothing (see socket_wait::silence).
@@ -3675,8 +4272,9 @@ inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string
     return ok;
 }
 
-/// `name` as a quoted identifier.
-inline std::string quoted(const std::string& name) {
+/// `name` as a quoted identifier. Not called quoted(): with <iomanip> included first, a call
+/// with a std::string would find std::quoted by argument-dependent lookup and prefer it.
+inline std::string quoted_identifier(const std::string& name) {
     std::string out = "`";
     for (const char ch : name) {
         out += ch;
@@ -3727,7 +4325,7 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
         }
         if (roles.null[0] != roles.null[1] || roles.value[0] != roles.value[1]) {
             const std::string set =
-                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted(roles.value[1]);
+                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted_identifier(roles.value[1]);
             if (!query_async(*my, c, fd, set, deadline)) {
                 return false;
             }
@@ -3768,7 +4366,8 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 // What the checks cost, each bounded by the timeout the pool passes (validation_timeout):
 //   is_broken       PQstatus, local.
 //   in_transaction  PQtransactionStatus, local.
-//   peer_closed     one poll(); a peek and a read only when the socket is readable.
+//   peer_closed     one poll(); a peek (and over plain TCP a read) only when the socket is
+//                   readable, which a healthy idle session's never is.
 //   ping            the empty query, sent and awaited non-blocking: one round trip.
 //   rollback        ROLLBACK, sent and awaited the same way: one round trip.
 //   reset           DISCARD ALL, the same way: one round trip.
@@ -3798,6 +4397,7 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 
 #include <libpq-fe.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <string>
 
@@ -3924,12 +4524,8 @@ inline bool in_transaction(soci::session& s) noexcept {
 /// server sends one only right before closing it (idle_session_timeout, pg_terminate_backend,
 /// shutdown), but libpq takes it for a notice and reports the death only once the end of the
 /// stream arrives, which can be milliseconds later than the check. So peek at the raw messages
-/// (type byte, then a big-endian length that counts itself). Not over TLS: the bytes are
-/// encrypted there, and the check falls back to waiting for the end of the stream.
-inline bool error_pending(const functions& pq, PGconn* c, int fd) noexcept {
-    if (pq.ssl_in_use(c) != 0) {
-        return false;
-    }
+/// (type byte, then a big-endian length that counts itself). Plain TCP only.
+inline bool error_pending(int fd) noexcept {
     unsigned char buf[512];
     const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
     std::size_t at = 0;
@@ -3951,36 +4547,65 @@ inline bool error_pending(const functions& pq, PGconn* c, int fd) noexcept {
     return false;
 }
 
-inline bool peer_closed(soci::session& s) noexcept {
+/// An idle TLS session's socket, as poll() saw it (`revents`, non-zero). The bytes are TLS
+/// records: the check cannot look into them without consuming them, and letting libpq consume
+/// them is worse than useless, because it takes the server's FATAL message for a notice and
+/// finds the connection fine as long as the close_notify alert and the end of the stream that
+/// follow have not arrived (across a network they can come a lost segment later). So only a
+/// hang-up is `closed`; bytes without one are `unsure`, and the pool pings at once: the ping
+/// reads them, passes over a notification, and fails on a FATAL message. PostgreSQL sends no
+/// TLS session tickets, so the socket of a healthy idle session holds nothing: no extra ping.
+inline peer_state tls_socket_state(int fd, short revents) noexcept {
+    if ((revents & sock::hangup_events) != 0) {
+        return peer_state::closed;
+    }
+    // Where poll() has no POLLRDHUP, the end of the stream shows only as readable.
+    char byte = 0;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        return peer_state::closed;
+    }
+    return peer_state::unsure;
+}
+
+/// What the idle session's socket says, in one zero-timeout poll() when nothing arrived (the
+/// usual case). Plain TCP: a hang-up or a FATAL message is `closed`; other bytes (a
+/// notification, a ParameterStatus) libpq reads and judges, so the answer is `closed` or
+/// `open`. TLS (PQsslInUse): see tls_socket_state.
+inline peer_state peer_closed(soci::session& s) noexcept {
     const functions* const pq = api();
     PGconn* const c = conn(s);
     if (pq == nullptr || c == nullptr || pq->status(c) == CONNECTION_BAD) {
-        return true;
+        return peer_state::closed;
     }
     const int fd = pq->socket(c);
     if (fd < 0) {
-        return true;
+        return peer_state::closed;
+    }
+    short revents = sock::now(fd);
+    if (revents != 0 && pq->ssl_in_use(c) != 0) {
+        return tls_socket_state(fd, revents);
     }
     // A FATAL message and the end of the stream may arrive apart: look a few times.
-    for (int round = 0; round < 3; ++round) {
-        const short revents = sock::now(fd);
-        if (revents == 0) {
-            return false;
-        }
-        if ((revents & sock::hangup_events) != 0 || error_pending(*pq, c, fd)) {
-            return true;
+    for (int round = 0; revents != 0; ++round) {
+        if ((revents & sock::hangup_events) != 0 || error_pending(fd)) {
+            return peer_state::closed;
         }
         // Readable while idle: a NOTIFY or a ParameterStatus is not death; let libpq read it
         // and judge. PQisBusy() makes it parse what arrived.
         if (pq->consume_input(c) == 0) {
-            return true;
+            return peer_state::closed;
         }
         (void)pq->is_busy(c);
         if (pq->status(c) == CONNECTION_BAD) {
-            return true;
+            return peer_state::closed;
         }
+        if (round == 2) {
+            break;
+        }
+        revents = sock::now(fd);
     }
-    return false;
+    return peer_state::open;
 }
 
 /// Makes closing the session send nothing (see socket_wait::silence).
@@ -4380,6 +5005,20 @@ inline constexpr const char* bare_word_message =
     "a word is not followed by \"=\" (not shown: it may be part of a password; quote values "
     "that hold spaces: password='a b')";
 
+/// libpq's messages about a URI's query part or its percent-encoding quote the part they could
+/// not parse: a mistyped `?password:secret` or `?password%3Dsecret` holds a password that no
+/// `password=` marks, so the message is replaced as a whole.
+inline const char* hidden_parse_error(const std::string& text) {
+    if (names_a_bare_word(text)) {
+        return bare_word_message;
+    }
+    if (contains(text, "URI query parameter") || contains(text, "percent-encoded")) {
+        return "libpq cannot parse the URI's query part or a percent-encoded value (not shown: "
+               "it may hold a password); write each parameter as key=value, joined by '&'";
+    }
+    return nullptr;
+}
+
 /// True when `type` (a std::type_info name) names soci::<name>_backend_factory, mangled
 /// (Itanium: "N4soci26postgresql_backend_factoryE") or not ("struct soci::…"). Naming a
 /// factory this way needs neither its backend's headers nor a link to its library.
@@ -4546,9 +5185,9 @@ private:
         if (why.empty()) {
             return;
         }
-        why = soci_impl::names_a_bare_word(why)
-                  ? std::string(soci_impl::bare_word_message)
-                  : detail::soci_cs::scrub(why, params_, !keyword_form);
+        const char* hidden = soci_impl::hidden_parse_error(why);
+        why = hidden != nullptr ? std::string(hidden)
+                                : detail::soci_cs::scrub(why, params_, !keyword_form);
         while (!why.empty() && detail::soci_cs::is_space(why.back())) {
             why.pop_back();
         }
@@ -5012,8 +5651,8 @@ struct soci_traits {
 
 private:
     static std::string scrub(const soci_config& cfg, const std::string& text) {
-        if (soci_impl::names_a_bare_word(text)) {
-            return soci_impl::bare_word_message; // see names_a_bare_word
+        if (const char* hidden = soci_impl::hidden_parse_error(text)) {
+            return hidden; // see hidden_parse_error
         }
         const std::string scrubbed =
             detail::soci_cs::scrub(text, cfg.params(), soci_impl::bare_uri(cfg));

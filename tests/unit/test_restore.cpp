@@ -213,3 +213,159 @@ TEST_SUITE("restore") {
     }
 
 } // TEST_SUITE
+
+TEST_SUITE("restore races") {
+
+    // Each test plays abandon_connections() landing while the pool is busy with a connection that
+    // was open before it: that connection must be forgotten, silently, never kept or reused.
+
+    TEST_CASE(
+        "a connection warm_up() opened across abandon_connections() is forgotten, not pooled") {
+        fixture f;
+        auto o = no_expiry();
+        o.min_idle = 1;
+        pool* pp = nullptr;
+        bool once = true;
+        o.on_event = [&](const warmpool::event& e) {
+            if (e.type == event_type::connected && once) {
+                once = false;
+                pp->abandon_connections(); // after the connect, before warm_up pools it
+            }
+        };
+        pool p(f.server, o);
+        pp = &p;
+        p.warm_up();
+        auto l = p.acquire();
+        CHECK(l->number == 2);
+        CHECK(f.server->silent_closes == 1);
+        CHECK(p.stats().closed_abandoned == 1);
+    }
+
+    TEST_CASE("a lease whose give-back is under way when abandon_connections() runs is forgotten") {
+        fixture f;
+        pool p(f.server, no_expiry());
+        {
+            auto l = p.acquire();
+            l->in_tx = true;
+            f.server->during_rollback = [&] {
+                p.abandon_connections();
+            };
+        }
+        CHECK(f.server->silent_closes == 1);
+        CHECK(p.stats().closed_abandoned == 1);
+        auto l = p.acquire();
+        CHECK(l->number == 2);
+    }
+
+    TEST_CASE("a checkout out of time when abandon_connections() runs does not put it back") {
+        fixture f;
+        pool p(f.server, no_expiry());
+        { auto l = p.acquire(); }
+        manual_clock::advance(10min);
+        f.server->during_peer_check = [&] {
+            p.abandon_connections();
+        };
+        CHECK_THROWS_AS((void)p.acquire_until(manual_clock::now()), warmpool::acquire_timeout);
+        CHECK(p.stats().idle == 0);
+        CHECK(f.server->silent_closes == 1);
+        auto l = p.acquire();
+        CHECK(l->number == 2);
+    }
+
+    TEST_CASE("a connection that fails its ping while abandon_connections() runs closes silently") {
+        fixture f;
+        pool p(f.server, no_expiry());
+        {
+            auto l = p.acquire();
+            l->ping_ok = false;
+        }
+        manual_clock::advance(10min);
+        f.server->during_ping = [&] {
+            p.abandon_connections();
+        };
+        auto l = p.acquire();
+        CHECK(l->number == 2);
+        CHECK(f.server->silent_closes == 1);
+        CHECK(f.server->polite_closes == 0);
+        CHECK(p.stats().closed_abandoned == 1);
+    }
+
+    TEST_CASE(
+        "abandon_connections() during a backoff pause spares the connection opened after it") {
+        fixture f;
+        auto o = no_expiry();
+        pool* pp = nullptr;
+        o.on_event = [&](const warmpool::event& e) {
+            if (e.type == event_type::connect_failed) {
+                pp->abandon_connections();
+            }
+        };
+        pool p(f.server, o);
+        pp = &p;
+        f.server->fail_next(1, connect_outcome::transient);
+        auto l = p.acquire();
+        CHECK(l->number == 1);
+        auto s = p.stats();
+        CHECK(s.closed_abandoned == 0);
+        CHECK(s.created == 1);
+    }
+
+    TEST_CASE("a connection abandoned mid-connect is reported opened, then closed, and timed") {
+        fixture f;
+        pool p(f.server, f.recorded(no_expiry()));
+        f.server->during_connect = [&] {
+            f.server->during_connect = nullptr;
+            p.abandon_connections();
+        };
+        auto l = p.acquire();
+        CHECK(f.count(event_type::connected) == 2);
+        CHECK(f.count(event_type::closed) == 1);
+        auto s = p.stats();
+        CHECK(s.created == 2);
+        CHECK(s.create_time.count == 2);
+    }
+
+    TEST_CASE("world_changed() during a lease caps its lifetime at give-back") {
+        fixture f;
+        warmpool::options o;
+        o.idle_timeout = 0ms;
+        o.max_lifetime = 60s;
+        pool p(f.server, o);
+        {
+            auto l = p.acquire();
+            manual_clock::advance(-1h); // the restored host's monotonic clock is an hour behind
+            p.world_changed();
+        }
+        manual_clock::advance(61s);
+        auto l = p.acquire();
+        CHECK(l->number == 2);
+        CHECK(p.stats().closed_max_lifetime == 1);
+    }
+
+    TEST_CASE("wall-clock deadlines of any duration and range neither overflow nor wait forever") {
+        using real_pool = warmpool::basic_pool<mock_traits>;
+        using sys = std::chrono::system_clock;
+        auto server = std::make_shared<mock_server>();
+        warmpool::options o;
+        o.max_size = 1;
+        real_pool p(server, o);
+        { auto l = p.acquire(); }
+        {
+            // As read from Lambda-Runtime-Deadline-Ms: milliseconds since the epoch.
+            const std::chrono::time_point<sys, std::chrono::milliseconds> deadline(
+                std::chrono::duration_cast<std::chrono::milliseconds>(
+                    sys::now().time_since_epoch() + 10s));
+            auto l = p.acquire_until(deadline);
+            CHECK(l->number == 1);
+            // The pool is busy now: far-past deadlines fail at once instead of overflowing.
+            CHECK_THROWS_AS((void)p.acquire_until(sys::time_point::min()),
+                            warmpool::acquire_timeout);
+            CHECK_THROWS_AS(
+                (void)p.acquire_until(std::chrono::time_point<sys, std::chrono::hours>::min()),
+                warmpool::acquire_timeout);
+        }
+        auto l = p.acquire_until(sys::time_point::max()); // far future: no limit, no overflow
+        CHECK(l);
+    }
+
+} // TEST_SUITE

@@ -71,6 +71,17 @@ struct mock_server {
     std::chrono::milliseconds last_connect_timeout{0};
     std::set<mock_connection*> live;      // for reaping abandoned ones
     std::function<void()> during_connect; // called inside each connect, outside the lock
+    // Called once, then cleared, inside the next peer_closed(), ping() or rollback(): another
+    // thread's move while the pool is on the wire with this connection.
+    std::function<void()> during_peer_check, during_ping, during_rollback;
+
+    static void run_once(std::function<void()>& hook) {
+        if (hook) {
+            auto h = std::move(hook);
+            hook = nullptr;
+            h();
+        }
+    }
 
     void fail_next(int n, connect_outcome o) {
         std::lock_guard<std::mutex> lock(mutex);
@@ -151,6 +162,7 @@ struct mock_traits {
 
     static bool is_broken(connection& c) noexcept { return c.broken; }
     static warmpool::peer_state peer_closed(connection& c) noexcept {
+        mock_server::run_once(c.server.during_peer_check);
         if (c.peer_gone) {
             return warmpool::peer_state::closed;
         }
@@ -160,6 +172,7 @@ struct mock_traits {
     static void abandon(connection& c) noexcept { c.abandoned = true; }
 
     static bool ping(connection& c, std::chrono::milliseconds timeout) noexcept {
+        mock_server::run_once(c.server.during_ping);
         ++c.pings;
         c.last_ping_timeout = timeout;
         if (c.ping_hangs) {
@@ -172,6 +185,7 @@ struct mock_traits {
     static bool in_transaction(connection& c) noexcept { return c.in_tx; }
 
     static bool rollback(connection& c, std::chrono::milliseconds timeout) noexcept {
+        mock_server::run_once(c.server.during_rollback);
         ++c.rollbacks;
         c.last_rollback_timeout = timeout;
         if (c.rollback_hangs) {
