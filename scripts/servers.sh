@@ -138,19 +138,19 @@ authorityKeyIdentifier = keyid
 CNF
     local serial
     serial="0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+    # One && chain: `set -e` would be ignored here, inside the condition of an if.
     if ! (
-        set -e
-        cd "$dir"
-        openssl req -x509 -new -config openssl.cnf -extensions ca_ext -newkey ec \
-            -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 \
-            -subj "/CN=warmpool throwaway test CA"
-        openssl req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
-            -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1"
-        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial "$serial" -days 2 \
-            -extfile openssl.cnf -extensions server_ext -out server.crt
-        rm -f ca.key server.csr
-        chmod 644 ca.crt server.crt
-        chmod 600 server.key
+        cd "$dir" &&
+            openssl req -x509 -new -config openssl.cnf -extensions ca_ext -newkey ec \
+                -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 \
+                -subj "/CN=warmpool throwaway test CA" &&
+            openssl req -new -config openssl.cnf -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
+                -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" &&
+            openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -set_serial "$serial" \
+                -days 2 -extfile openssl.cnf -extensions server_ext -out server.crt &&
+            rm -f ca.key server.csr &&
+            chmod 644 ca.crt server.crt &&
+            chmod 600 server.key
     ) >"$dir/openssl.log" 2>&1; then
         _wps_fail "making the TLS certificates failed" "$dir/openssl.log"
         return 1
@@ -455,7 +455,7 @@ CTL
 # Starts the servers named in WARMPOOL_SERVERS. Returns non-zero when any failed to start; those
 # that did start stay up (and are stopped by warmpool_servers_stop).
 warmpool_servers_start() {
-    local wanted="${WARMPOOL_SERVERS:-postgresql mariadb pgbouncer}" status=0 ports
+    local wanted="${WARMPOOL_SERVERS:-postgresql mariadb pgbouncer}" status=0
     export WARMPOOL_TEST_SERVERS_DIR
     WARMPOOL_TEST_SERVERS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/warmpool-servers.XXXXXX")"
     chmod 755 "$WARMPOOL_TEST_SERVERS_DIR" # the server users must reach their subdirectories
