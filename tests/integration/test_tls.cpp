@@ -8,8 +8,9 @@
 // (docs/tls.md). These tests show that the sessions really are encrypted, that the fault
 // scenarios of test_pg_faults.cpp and test_mysql_faults.cpp end the same way over TLS (a server
 // that ended a session while idle, a process thawed after the server timed it out, a server
-// stopped, killed, or hung), and that a healthy TLS connection reused over and over costs no
-// ping at all.
+// stopped, killed, or hung), that a goodbye arriving ahead of its hang-up is never handed out,
+// that a harmless notification costs one ping and not the connection, and that a healthy TLS
+// connection reused over and over costs no ping at all.
 
 #include <warmpool/soci.hpp>
 
