@@ -320,6 +320,11 @@ public:
     // Cumulative buckets, _sum and _count, per source. The +Inf bucket and _count are the sum of
     // the buckets (not latency_histogram::count), so the buckets stay monotonic and +Inf equals
     // _count whatever a hand-made pool_stats holds.
+    // A sum that sticks at the largest value instead of wrapping: buckets must never decrease.
+    static std::uint64_t saturating_sum(std::uint64_t a, std::uint64_t b) noexcept {
+        return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+    }
+
     void histogram(std::string_view name, latency_histogram pool_stats::*member) {
         std::array<std::string, latency_histogram::bucket_count> bounds;
         for (std::size_t b = 0; b < bounds.size(); ++b) {
@@ -330,10 +335,10 @@ public:
             const latency_histogram& h = sources_[i].stats.*member;
             std::uint64_t cumulative = 0;
             for (std::size_t b = 0; b < latency_histogram::bucket_count; ++b) {
-                cumulative += h.counts[b];
+                cumulative = saturating_sum(cumulative, h.counts[b]);
                 labelled(bucket, i, "le", bounds[b], cumulative);
             }
-            cumulative += h.counts[latency_histogram::bucket_count];
+            cumulative = saturating_sum(cumulative, h.counts[latency_histogram::bucket_count]);
             labelled(bucket, i, "le", "+Inf", cumulative);
             sample_start(std::string(name) + "_sum", i);
             out_ += "} ";
@@ -378,12 +383,18 @@ inline constexpr closed_counter closed_counters[] = {
 };
 
 // Two sources with the same pool_name and the same labels (in any order) would write the same
-// series twice, which the server rejects.
+// series twice, which the server rejects. A label with an empty value is no label to
+// Prometheus, so it is left out of the comparison: {shard=""} and no shard label collide.
 inline void reject_duplicates(const std::vector<metrics_source>& sources) {
     std::vector<std::pair<metrics_labels, std::size_t>> keys;
     keys.reserve(sources.size());
     for (std::size_t i = 0; i < sources.size(); ++i) {
-        metrics_labels key = sources[i].labels;
+        metrics_labels key;
+        for (const auto& label : sources[i].labels) {
+            if (!label.second.empty()) {
+                key.push_back(label);
+            }
+        }
         key.emplace_back("pool_name", sources[i].pool_name);
         std::sort(key.begin(), key.end());
         keys.emplace_back(std::move(key), i);

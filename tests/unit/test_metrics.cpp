@@ -384,6 +384,29 @@ TEST_CASE(
     CHECK(rejection({a, b}) == "(accepted)");
 }
 
+TEST_CASE("an empty label value is no label: it does not tell two pools apart") {
+    // Prometheus drops labels with empty values, so these two would be one series.
+    const auto why = rejection({labelled("orders", {{"shard", ""}}), labelled("orders", {})});
+    CHECK(why.find("sources 0 and 1 have the same pool_name and labels") != std::string::npos);
+}
+
+TEST_CASE("bucket counts that would overflow stay cumulative: the sum saturates") {
+    auto s = hand_built();
+    s.stats.use_time.counts.fill(UINT64_MAX / 2);
+    const auto text = warmpool::render_prometheus({s});
+    std::uint64_t previous = 0;
+    for (const auto& sample : samples_of(text)) {
+        if (sample.name == "db_client_connection_use_time_seconds_bucket") {
+            const auto n = std::stoull(sample.value);
+            CHECK(n >= previous);
+            previous = n;
+        }
+    }
+    CHECK(previous == UINT64_MAX);
+    CHECK(value_of(text, "db_client_connection_use_time_seconds_count", {}) ==
+          std::to_string(UINT64_MAX));
+}
+
 TEST_CASE("with two pools every family is written once, all its samples together") {
     auto orders = hand_built();
     auto audit = hand_built();
