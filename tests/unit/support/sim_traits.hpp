@@ -1,16 +1,18 @@
 // The simulation's backend: a "server" (sim_world) that counts every connection it sees and
 // checks what the pool does to them, and traits written to the current contract of
-// include/warmpool/traits.hpp (bounded rollback, reset, the release veto).
+// include/warmpool/traits.hpp (bounded rollback, reset, the release veto, peer_state, abandon).
 //
 // Faults are set on the world (the next connects) or on one connection (its ping, rollback,
-// reset, socket, veto). A hang takes the whole timeout the pool passed, a slow connect its cost:
-// on a thread the simulator drives, the call stays under way (other threads run) until the
-// simulated clock gets there; on any other thread the call moves the clock itself.
+// reset, socket, veto, round trips that take a while). A hang takes the whole timeout the pool
+// passed, a slow connect its cost: on a thread the simulator drives, the call stays under way
+// (other threads run) until the simulated clock gets there; on any other thread the call moves the
+// clock itself.
 #pragma once
 
 #include "sim_clock.hpp"
 
 #include <warmpool/errors.hpp>
+#include <warmpool/traits.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -20,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,11 +39,16 @@ struct op_context {
     int step = 0;
     sim_clock::time_point start{};
     sim_clock::time_point deadline = sim_clock::time_point::max(); // acquire only
+    // acquire_until(): no ping or connect may start at or after the deadline, and each is given
+    // at most the time left, so none ends after it.
+    bool hard = false;
     int connect_attempts = 0;
+    int abandoned_connects = 0; // its own connects forgotten on completion (each is retried)
     bool permanent_failure_seen = false;
     sim_clock::duration overrun{0};         // time its own backend calls spent past the deadline
     sim_clock::duration longest_connect{0}; // its longest single connect attempt
     int parks = 0;
+    std::string busy_with; // the backend call it is in, for the trace
 
     static op_context*& current() noexcept {
         static thread_local op_context* c = nullptr;
@@ -71,8 +79,10 @@ struct sim_connection {
     bool rollback_hangs = false; // rollback() uses its whole timeout, then fails
     bool reset_fails = false;
     bool reset_hangs = false;
-    bool veto = false;  // reusable() says no
-    bool dirty = false; // a user changed session state that reset() must undo
+    bool veto = false;        // reusable() says no
+    bool dirty = false;       // a user changed session state that reset() must undo
+    bool peer_unsure = false; // peer_closed() answers peer_state::unsure (bytes under TLS)
+    bool slow = false;        // ping, rollback and reset take 2 ms each (fail at a shorter timeout)
 
     int holders = 0;           // leases using it, counted by the simulator: never more than 1
     std::atomic<int> users{0}; // the same, counted by the stress test's threads
@@ -86,10 +96,22 @@ struct sim_connection {
     // When the pool believes, by the wall clock, it became free: it adds the monotonic time held
     // to the wall clock read at checkout instead of reading the wall clock again.
     sim_clock::wall_clock::time_point believed_wall{};
-    const void* opened_by = nullptr; // the operation whose connect opened it
-    bool leased_before = false;      // handed out at least once
-    bool pinged = false;             // since it last became free
-    bool condemned = false;          // a rollback, reset or reusable() at give-back said no
+    const void* opened_by = nullptr;        // the operation whose connect opened it
+    bool leased_before = false;             // handed out at least once
+    bool pinged = false;                    // since it last became free
+    bool condemned = false;                 // a rollback, reset or reusable() at give-back said no
+    const char* in_call = nullptr;          // a ping, rollback or reset under way on it
+    sim_clock::time_point ping_started{};   // when its last ping began
+    const op_context* unsure_for = nullptr; // the checkout peer_closed() last answered unsure to
+    // abandon_connections() ran while it was open (or its connect under way): from then on
+    // nothing may be sent on it, and it must be destroyed silently (abandon() first).
+    bool abandon_due = false;
+    bool abandon_grace = false; // ... and its checkout ping was under way: that checkout may end
+    const char* abandoned_during = nullptr; // the backend call under way on it then, if any
+    bool abandoned = false;                 // the traits' abandon() was called
+    // world_changed() ran since the pool last checked it: its next checkout must ping it.
+    bool distrusted = false;
+    bool distrust_deferred = false; // ... its checkout ping was under way: the one after that
 };
 
 /// What a connect attempt does, consumed front first from sim_world::script; empty = ok.
@@ -169,7 +191,11 @@ struct sim_world {
         int resets = 0;
         int reusable_asked = 0;
         int opened_while_closing = 0; // connects that succeeded after close() was called
-        int calls = 0; // every traits call: the simulator's sign that something happened
+        int calls = 0;         // every traits call: the simulator's sign that something happened
+        int silent_closes = 0; // destroyed after abandon(): nothing sent
+        int polite_closes = 0; // destroyed with the backend's goodbye
+        int opened_across_abandon = 0; // connects under way when abandon_connections() ran
+        int unsure_answers = 0;        // peer_closed() said peer_state::unsure
     };
 
     tallies counts() const {
@@ -193,6 +219,26 @@ struct sim_world {
         return out;
     }
 
+    /// How long a connection the pool closed had been idle (by the referee's reckoning) and
+    /// open, when it was closed.
+    struct gone_info {
+        sim_clock::duration idle{};
+        sim_clock::duration age{};
+    };
+
+    std::optional<gone_info> gone(std::uint64_t id) const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const auto it = gone_.find(id);
+        return it == gone_.end() ? std::nullopt : std::optional<gone_info>(it->second);
+    }
+
+    /// The server's number for the connection the calling thread's last connect opened: the
+    /// pool reports it in its connected event right after, on the same thread.
+    static std::uint64_t& last_opened() noexcept {
+        static thread_local std::uint64_t id = 0;
+        return id;
+    }
+
     bool is_alive(std::uint64_t id) const {
         std::lock_guard<std::mutex> lock(mutex_);
         return alive_.count(id) != 0;
@@ -208,6 +254,24 @@ struct sim_world {
     void pool_closed() {
         std::lock_guard<std::mutex> lock(mutex_);
         pool_closed_ = true;
+    }
+
+    /// abandon_connections() is about to run: every connection of this process open now, and
+    /// every one whose connect is under way, must from now on be forgotten without a byte sent.
+    /// A connection whose checkout ping is under way may still be handed out by that checkout
+    /// (the pool counts it as leased; it is forgotten when given back).
+    void abandon_connections_called() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++abandon_calls_;
+        for (const auto& [id, c] : alive_) {
+            if (c->generation == generation_) {
+                if (!c->abandon_due) {
+                    c->abandoned_during = c->in_call;
+                    c->abandon_grace = c->in_call != nullptr && std::string(c->in_call) == "ping";
+                }
+                c->abandon_due = true;
+            }
+        }
     }
 
     void violate(std::string invariant, std::string message) {
@@ -249,15 +313,16 @@ struct sim_world {
     std::unique_ptr<sim_connection> connect(ms timeout);
     void destroyed(sim_connection& c);
 
-    /// The backend spends `d` of simulated time on behalf of the calling thread's operation. A
-    /// thread the simulator drives stays busy until the clock gets there, while others run;
-    /// any other thread moves the clock itself.
-    static void spend(sim_clock::duration d) {
+    /// The backend spends `d` of simulated time on behalf of the calling thread's operation, on
+    /// `what` (named in the trace). A thread the simulator drives stays busy until the clock
+    /// gets there, while others run; any other thread moves the clock itself.
+    static void spend(sim_clock::duration d, const std::string& what) {
         if (d <= sim_clock::duration::zero()) {
             return;
         }
         const auto before = sim_clock::now();
         if (op_context* op = op_context::current()) {
+            op->busy_with = what;
             const auto from = std::max(before, op->deadline);
             const auto to = before + d;
             if (op->deadline != sim_clock::time_point::max() && to > from) {
@@ -303,6 +368,56 @@ struct sim_world {
         return op.parks > 0 ? "late_start_after_wait" : "late_start";
     }
 
+    /// The invariant a connection the pool should have abandoned breaks: abandon_silent, or a
+    /// tag of its own when a give-back's rollback or reset, or a checkout's ping, was under way
+    /// on it as abandon_connections() ran.
+    static std::string abandon_tag(const sim_connection& c) {
+        if (c.abandoned_during == nullptr) {
+            return "abandon_silent";
+        }
+        return std::string(c.abandoned_during) == "ping" ? "abandon_during_ping"
+                                                         : "abandon_during_give_back";
+    }
+
+    /// What the pool counts as time left before an operation's deadline: whole milliseconds,
+    /// rounded down.
+    static ms time_left(const op_context& op, sim_clock::time_point now) {
+        return now >= op.deadline ? ms{0} : std::chrono::duration_cast<ms>(op.deadline - now);
+    }
+
+    /// A round trip that some fault makes take `d` (or its whole timeout, if shorter; then it
+    /// fails). Marks the connection busy with `what` meanwhile. True when it fit.
+    static bool round_trip(sim_connection& c, const char* what, sim_clock::duration d, ms timeout) {
+        const auto limit = hang_for(timeout);
+        busy_on(c, what, std::min(d, limit));
+        return d <= limit;
+    }
+
+    /// The backend spends `d` on connection `c`'s `what` (ping, rollback or reset).
+    static void busy_on(sim_connection& c, const char* what, sim_clock::duration d) {
+        c.in_call = what;
+        spend(d, std::string(what) + " of connection #" + std::to_string(c.id));
+        c.in_call = nullptr;
+    }
+
+    /// Something is about to be sent on `c`: it must not have been abandoned.
+    void sends(const sim_connection& c, const char* what) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (reaping_) {
+            return;
+        }
+        if (c.abandoned) {
+            violations_.push_back({"contract", std::string(what) + " connection #" +
+                                                   std::to_string(c.id) +
+                                                   " after the pool called abandon() on it"});
+        } else if (c.abandon_due) {
+            violations_.push_back(
+                {abandon_tag(c), std::string(what) + " connection #" + std::to_string(c.id) +
+                                     ", open when abandon_connections() ran: nothing may be "
+                                     "sent on a connection the pool abandons"});
+        }
+    }
+
     ms validation_timeout() const { return validation_timeout_; }
     bool reset_on_release() const { return reset_on_release_; }
 
@@ -318,11 +433,13 @@ private:
     int inherited_ = 0;
     int alive_current_ = 0;
     int connecting_ = 0;
+    int abandon_calls_ = 0;
     bool pool_closing_ = false;
     bool pool_closed_ = false;
     bool reaping_ = false;
     std::uint64_t last_id_ = 0;
     std::map<std::uint64_t, sim_connection*> alive_; // by id, so iteration order is fixed
+    std::map<std::uint64_t, gone_info> gone_;
     tallies tallies_;
     std::vector<violation> violations_;
 };
@@ -337,6 +454,24 @@ inline void sim_world::destroyed(sim_connection& c) {
     alive_.erase(c.id);
     if (!reaping_) {
         ++tallies_.destroyed;
+        ++(c.abandoned ? tallies_.silent_closes : tallies_.polite_closes);
+        const auto now = sim_clock::now();
+        gone_[c.id] = {now - c.released_at, now - c.opened_at};
+        const std::string name = "connection #" + std::to_string(c.id);
+        if (c.abandon_due && !c.abandoned) {
+            violations_.push_back(
+                {abandon_tag(c), "the pool closed " + name +
+                                     " politely (a goodbye on its socket), though it was open "
+                                     "when abandon_connections() ran"});
+        }
+        if (c.holders > 0) {
+            violations_.push_back(
+                {"leased_closed", "the pool closed " + name + ", which a lease holds"});
+        }
+        if (c.in_call != nullptr) {
+            violations_.push_back({"concurrent", "the pool closed " + name + " while its " +
+                                                     c.in_call + " was under way"});
+        }
     }
     if (c.generation == generation_) {
         --alive_current_;
@@ -346,6 +481,7 @@ inline void sim_world::destroyed(sim_connection& c) {
 inline std::unique_ptr<sim_connection> sim_world::connect(ms timeout) {
     connect_outcome outcome = connect_outcome::ok;
     ms cost{0};
+    int abandons_at_start = 0;
     op_context* op = op_context::current();
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -362,7 +498,13 @@ inline std::unique_ptr<sim_connection> sim_world::connect(ms timeout) {
         const auto now = sim_clock::now();
         if (pool_closed_) {
             violations_.push_back(
-                {"connect_after_close", "a connect attempt started after close() had returned"});
+                {op != nullptr && op->abandoned_connects > 0 ? "abandon_retry_after_close"
+                                                             : "connect_after_close",
+                 "a connect attempt started after close() had returned" +
+                     std::string(op != nullptr && op->abandoned_connects > 0
+                                     ? ", to replace one abandon_connections() made the pool "
+                                       "forget as it opened"
+                                     : "")});
         }
         if (alive_current_ + connecting_ + 1 > static_cast<int>(max_size_)) {
             violations_.push_back(
@@ -377,7 +519,10 @@ inline std::unique_ptr<sim_connection> sim_world::connect(ms timeout) {
         }
         if (op != nullptr) {
             ++op->connect_attempts;
-            if (op->what == op_context::kind::try_acquire && op->connect_attempts > 1) {
+            // abandon_connections() during a connect makes the pool forget the connection and
+            // connect again at once: no failure of the server's, so no retry in that sense.
+            if (op->what == op_context::kind::try_acquire &&
+                op->connect_attempts > 1 + op->abandoned_connects) {
                 violations_.push_back(
                     {"bound", "try_acquire made a second connect attempt (at most one allowed)"});
             }
@@ -392,9 +537,20 @@ inline std::unique_ptr<sim_connection> sim_world::connect(ms timeout) {
                          std::to_string(
                              std::chrono::duration_cast<ms>(now - op->deadline).count()) +
                          " ms after its deadline"});
+            } else if (op->hard && now >= op->deadline) {
+                violations_.push_back({late_start_tag(*op),
+                                       "acquire_until started a connect attempt at its deadline, "
+                                       "with no time left"});
+            } else if (op->hard && timeout > time_left(*op, now)) {
+                violations_.push_back(
+                    {"hard_bound", "acquire_until gave a connect attempt " +
+                                       std::to_string(timeout.count()) + " ms with " +
+                                       std::to_string(time_left(*op, now).count()) +
+                                       " ms left before its deadline"});
             }
         }
         ++connecting_;
+        abandons_at_start = abandon_calls_;
     }
     sim_clock::duration spent{0};
     if (outcome == connect_outcome::hang) {
@@ -405,7 +561,7 @@ inline std::unique_ptr<sim_connection> sim_world::connect(ms timeout) {
             spent = hang_for(timeout); // gives up at its timeout
         }
     }
-    spend(spent);
+    spend(spent, "connect");
     if (op != nullptr) {
         op->longest_connect = std::max(op->longest_connect, spent);
         if (outcome == connect_outcome::permanent || outcome == connect_outcome::other_exception) {
@@ -421,7 +577,13 @@ inline std::unique_ptr<sim_connection> sim_world::connect(ms timeout) {
             c->opened_at = c->released_at = sim_clock::now();
             c->released_wall = c->believed_wall = sim_clock::wall_clock::now();
             c->opened_by = op;
+            if (abandon_calls_ != abandons_at_start) {
+                // abandon_connections() ran while it opened: the pool must forget it at once.
+                c->abandon_due = true;
+                ++tallies_.opened_across_abandon;
+            }
             alive_[c->id] = c.get();
+            last_opened() = c->id;
             ++alive_current_;
             ++tallies_.opened;
             tallies_.opened_while_closing += pool_closing_ ? 1 : 0;
@@ -464,27 +626,53 @@ struct sim_traits {
         return c.broken;
     }
 
-    static bool peer_closed(connection& c) noexcept {
+    static warmpool::peer_state peer_closed(connection& c) noexcept {
         c.world.touched(c, "polled the socket of", false);
-        return c.peer_gone;
+        if (c.peer_gone) {
+            return warmpool::peer_state::closed;
+        }
+        if (c.peer_unsure) {
+            c.world.count(&sim_world::tallies::unsure_answers);
+            c.unsure_for = op_context::current();
+            return warmpool::peer_state::unsure;
+        }
+        return warmpool::peer_state::open;
     }
 
     static bool ping(connection& c, ms timeout) noexcept {
         c.world.touched(c, "pinged", true);
+        c.world.sends(c, "pinged");
         c.pinged = true;
+        c.ping_started = sim_clock::now();
         c.world.count(&sim_world::tallies::pings);
-        if (timeout != c.world.validation_timeout()) {
+        const op_context* op = op_context::current();
+        const bool hard = op != nullptr && op->hard;
+        if (!hard && timeout != c.world.validation_timeout()) {
             c.world.violate("contract", "ping was given " + std::to_string(timeout.count()) +
                                             " ms, not options::validation_timeout");
         }
-        if (op_context* op = op_context::current()) {
-            if (op->what == op_context::kind::acquire && sim_clock::now() > op->deadline) {
+        if (op != nullptr) {
+            const auto now = sim_clock::now();
+            if (op->what == op_context::kind::acquire && now > op->deadline) {
                 c.world.violate(sim_world::late_start_tag(*op),
                                 "acquire started a ping after its deadline");
+            } else if (hard && now >= op->deadline) {
+                c.world.violate(sim_world::late_start_tag(*op),
+                                "acquire_until started a ping at its deadline, with no time left");
+            } else if (hard && timeout != std::min(c.world.validation_timeout(),
+                                                   sim_world::time_left(*op, now))) {
+                c.world.violate("hard_bound",
+                                "acquire_until gave a ping " + std::to_string(timeout.count()) +
+                                    " ms with " +
+                                    std::to_string(sim_world::time_left(*op, now).count()) +
+                                    " ms left; expected min(validation_timeout, time left)");
             }
         }
         if (c.ping_hangs) {
-            sim_world::spend(sim_world::hang_for(timeout));
+            sim_world::busy_on(c, "ping", sim_world::hang_for(timeout));
+            return false;
+        }
+        if (c.slow && !sim_world::round_trip(c, "ping", ms{2}, timeout)) {
             return false;
         }
         return !c.ping_fails && !c.peer_gone && !c.broken;
@@ -497,6 +685,7 @@ struct sim_traits {
 
     static bool rollback(connection& c, ms timeout) noexcept {
         c.world.touched(c, "rolled back", true);
+        c.world.sends(c, "rolled back");
         c.world.count(&sim_world::tallies::rollbacks);
         if (timeout <= ms{0} || timeout > c.world.validation_timeout()) {
             c.world.violate("contract", "rollback was given " + std::to_string(timeout.count()) +
@@ -504,7 +693,11 @@ struct sim_traits {
                                             "options::validation_timeout");
         }
         if (c.rollback_hangs) {
-            sim_world::spend(sim_world::hang_for(timeout));
+            sim_world::busy_on(c, "rollback", sim_world::hang_for(timeout));
+            c.condemned = true;
+            return false;
+        }
+        if (c.slow && !sim_world::round_trip(c, "rollback", ms{2}, timeout)) {
             c.condemned = true;
             return false;
         }
@@ -518,6 +711,7 @@ struct sim_traits {
 
     static bool reset(connection& c, const config&, ms timeout) noexcept {
         c.world.touched(c, "reset", true);
+        c.world.sends(c, "reset");
         c.world.count(&sim_world::tallies::resets);
         if (!c.world.reset_on_release()) {
             c.world.violate("contract", "reset() called with options::reset_on_release off");
@@ -530,7 +724,11 @@ struct sim_traits {
                                             " ms; expected a positive bound");
         }
         if (c.reset_hangs) {
-            sim_world::spend(sim_world::hang_for(timeout));
+            sim_world::busy_on(c, "reset", sim_world::hang_for(timeout));
+            c.condemned = true;
+            return false;
+        }
+        if (c.slow && !sim_world::round_trip(c, "reset", ms{2}, timeout)) {
             c.condemned = true;
             return false;
         }
@@ -547,6 +745,27 @@ struct sim_traits {
         c.world.count(&sim_world::tallies::reusable_asked);
         c.condemned = c.condemned || c.veto;
         return !c.veto;
+    }
+
+    /// Makes destroying `c` silent. The pool may abandon only what abandon_connections() told it
+    /// to: a connection open when it ran, or one whose connect was under way then.
+    static void abandon(connection& c) noexcept {
+        c.world.touched(c, "abandoned", true);
+        if (c.abandoned) {
+            c.world.violate("contract",
+                            "abandon() called twice on connection #" + std::to_string(c.id));
+        }
+        if (!c.abandon_due) {
+            c.world.violate("needless_abandon",
+                            "the pool abandoned connection #" + std::to_string(c.id) +
+                                ", opened after abandon_connections() had been called");
+        }
+        c.abandoned = true;
+        if (op_context* op = op_context::current()) {
+            if (c.opened_by == op && !c.leased_before) {
+                ++op->abandoned_connects; // its own connect, forgotten and made again
+            }
+        }
     }
 
     static std::string describe(const config&) { return "sim://db user=app password=***"; }
