@@ -13,7 +13,8 @@ Standard library only, thread-safe, so that a driver can run tens of environment
     env = Environment(["./bootstrap"], {"DATABASE": "postgresql://dbname=app"}, name="env-1")
     env.start()                                   # binds the port, spawns the process
     inv = env.invoke({"account": "a", "amount": 5})
-    inv.wait(10)                                  # inv.outcome: "response" or "error"
+    inv.wait(10)                                  # inv.outcome: "response", "error" or
+                                                  # "timed_out" (nothing by its deadline)
     env.freeze()                                  # once the runtime waits in /next again
     env.thaw(); env.invoke(...)                   # the next invocation is a "thaw"
     env.sigterm()                                 # seconds the process took to exit
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -71,7 +73,8 @@ class Invocation:
         self.t_result = None
         self.wall_delivered_ms = None
         self.wall_result_ms = None
-        # response | error | lost (delivered, the process died) | undelivered (never picked up)
+        # response | error | timed_out (no result by its deadline: Lambda times the invocation
+        # out) | lost (delivered, the process died) | undelivered (never picked up)
         self.outcome = None
         self.http_status = None  # what the emulator answered the runtime's post
         self.body = None  # bytes the runtime posted
@@ -79,6 +82,11 @@ class Invocation:
         self.error_type = None  # errorType of the posted error document
         self.error_message = None
         self.error_header = None  # Lambda-Runtime-Function-Error-Type header
+        # What a timed-out invocation's runtime posted after its deadline, if anything (Lambda
+        # would have stopped it by then): "response" or "error", and when (wall-clock ms). The
+        # body and error fields above hold what it posted.
+        self.late_post = None
+        self.wall_late_ms = None
         self.done = threading.Event()
 
     @property
@@ -108,6 +116,22 @@ class Invocation:
                 f"{what}: /error errorType={self.error_type!r} header={self.error_header!r} "
                 f"errorMessage={(self.error_message or '')[:300]!r}"
             )
+        if self.outcome == "timed_out":
+            what += f": timed out (no result by its deadline {self.deadline_ms})"
+            if self.late_post == "response":
+                what += (
+                    f"; it posted a response {self.wall_late_ms - self.deadline_ms} ms after "
+                    f"the deadline: {self.body.decode(errors='replace')[:300]}"
+                )
+            elif self.late_post == "error":
+                what += (
+                    f"; it posted /error {self.wall_late_ms - self.deadline_ms} ms after the "
+                    f"deadline: errorType={self.error_type!r} "
+                    f"errorMessage={(self.error_message or '')[:300]!r}"
+                )
+            else:
+                what += "; nothing posted since"
+            return what
         return f"{what}: {self.outcome or 'no result yet'}"
 
     def to_dict(self):
@@ -120,6 +144,8 @@ class Invocation:
             "latency_ms": None if lat is None else round(lat * 1000, 3),
             "deadline_ms": self.deadline_ms,
             "result_wall_ms": self.wall_result_ms,
+            "late_post": self.late_post,
+            "late_post_wall_ms": self.wall_late_ms,
             "event": _json_or_text(self.payload),
             "result": self.result if self.result is not None else _text(self.body),
             "error_type": self.error_type,
@@ -215,10 +241,22 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         body = self._read_body()
         prefix = API_VERSION + "/runtime/invocation/"
-        if path.startswith(prefix) and path.endswith("/response"):
-            env._serve_result(self, path[len(prefix) : -len("/response")], "response", body)
-        elif path.startswith(prefix) and path.endswith("/error"):
-            env._serve_result(self, path[len(prefix) : -len("/error")], "error", body)
+        result = None
+        for outcome in ("response", "error"):
+            if path.startswith(prefix) and path.endswith("/" + outcome):
+                result = outcome
+        if result is not None:
+            segment = path[len(prefix) : -len("/" + result)]
+            request_id = _decode_request_id(segment)
+            if request_id is None:
+                env._record_call(f"POST /runtime/invocation/{segment}/{result}")
+                env._violation(
+                    f"POST .../{segment}/{result}: the request id is not one percent-encoded "
+                    "path segment (a raw '/', or an escape that does not decode to UTF-8)"
+                )
+                self._error(400, "InvalidRequestID", "Invalid request ID")
+            else:
+                env._serve_result(self, request_id, result, body)
         elif path == API_VERSION + "/runtime/init/error":
             env._serve_init_error(self, body)
         elif path == API_VERSION + "/runtime/restore/error":
@@ -226,6 +264,24 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         else:
             env._violation(f"POST {self.path}: no such Runtime API path")
             self._error(404, "NotFound", f"no such path: {path}")
+
+
+def _decode_request_id(segment):
+    """The request id in a result's path, percent-decoded (a runtime escapes it as a path segment,
+    since ids are opaque strings). None when the segment is not one: it holds a raw '/' (the id
+    would span segments, which no router takes as one), or its escapes are not UTF-8."""
+    if "/" in segment:
+        return None
+    try:
+        return urllib.parse.unquote(segment, encoding="utf-8", errors="strict")
+    except UnicodeDecodeError:
+        return None
+
+
+def _header_value(text):
+    """http.server writes header values as latin-1: pass a str whose latin-1 bytes are the
+    value's UTF-8, so that a non-ASCII request id reaches the runtime as UTF-8."""
+    return text.encode("utf-8").decode("latin-1")
 
 
 def _parse_error_document(body):
@@ -298,6 +354,7 @@ class Environment:
         self._finished = {}  # request id -> Invocation, answered
         self.invocations = []  # every Invocation enqueued, in order
         self.violations = []  # the runtime broke the protocol (text, one per event)
+        self.timed_out = []  # invocations with no result by their deadline (also violations)
         self.init_errors = []  # (monotonic time, errorType, body) of POST /runtime/init/error
         self.restore_errors = []  # same for POST /runtime/restore/error
         self.api_calls = []  # (monotonic time, "GET /runtime/invocation/next", ...) in order
@@ -357,6 +414,9 @@ class Environment:
             target=self._server.serve_forever, name=f"{self.name}-api", daemon=True
         )
         self._server_thread.start()
+        threading.Thread(
+            target=self._watch_deadlines, name=f"{self.name}-deadlines", daemon=True
+        ).start()
         if self.spawn:
             self._spawn()
         return self
@@ -670,7 +730,7 @@ class Environment:
             200,
             inv.payload,
             {
-                "Lambda-Runtime-Aws-Request-Id": inv.request_id,
+                "Lambda-Runtime-Aws-Request-Id": _header_value(inv.request_id),
                 "Lambda-Runtime-Deadline-Ms": str(inv.deadline_ms),
                 "Lambda-Runtime-Invoked-Function-Arn": self.function_arn,
                 "Lambda-Runtime-Trace-Id": _trace_id(),
@@ -681,15 +741,31 @@ class Environment:
         t = time.monotonic()
         wall = int(time.time() * 1000)
         header = h.headers.get("Lambda-Runtime-Function-Error-Type")
+        late = None  # the Invocation this post came too late for
+        expired = None  # one this post found past its deadline before the watcher did
         with self._cond:
             self._record_call(f"POST /runtime/invocation/{request_id}/{outcome}")
-            inv = self._inflight.pop(request_id, None)
-            if inv is None:
-                if request_id in self._finished:
-                    prev = self._finished[request_id]
+            inv = self._inflight.get(request_id)
+            if inv is not None and wall >= inv.deadline_ms:
+                # The watcher has not got to it yet: past its deadline is past, whatever the
+                # order the two threads run in.
+                self._time_out(inv)
+                expired, inv = inv, None
+            else:
+                self._inflight.pop(request_id, None)
+            prev = self._finished.get(request_id) if inv is None else None
+            if prev is not None and prev.outcome == "timed_out" and prev.late_post is None:
+                late = prev
+                late.late_post, late.wall_late_ms, late.body = outcome, wall, body
+                if outcome == "error":
+                    late.error_type, late.error_message = _parse_error_document(body)
+                    late.error_header = header
+                status = 202
+            elif inv is None:
+                if prev is not None:
                     self._violation(
-                        f"POST .../{request_id}/{outcome} after its {prev.outcome} was already "
-                        f"posted"
+                        f"POST .../{request_id}/{outcome} after its "
+                        f"{prev.late_post or prev.outcome} was already posted"
                     )
                 else:
                     self._violation(
@@ -719,7 +795,15 @@ class Environment:
                 inv.http_status = status
                 self._finished[request_id] = inv
                 self._cond.notify_all()
+        if late is not None:
+            self._log_line(
+                f"{outcome} for {request_id} posted {wall - late.deadline_ms} ms after its "
+                "deadline: the invocation had timed out"
+            )
         if status == 202:
+            # Also for a post after the deadline: on Lambda the runtime would have been stopped
+            # before it could post; the timeout is already recorded, and a 202 keeps one late
+            # answer from turning into a cascade of failures in the rest of the scenario.
             h._reply(202, {"status": "OK"})
         elif status == 413:
             h._error(
@@ -729,8 +813,48 @@ class Environment:
             )
         else:
             h._error(400, "InvalidRequestID", "Invalid request ID")
-        if inv is not None:
-            self._finish(inv)
+        if inv is not None or expired is not None:
+            self._finish(inv or expired)
+
+    def _time_out(self, inv):
+        """Lambda's timeout: the invocation ends at its deadline without a result (called with
+        _cond held). Recorded as the outcome timed_out and as a violation; the process is left
+        running (see README.md: what the emulator emulates)."""
+        self._inflight.pop(inv.request_id, None)
+        inv.outcome = "timed_out"
+        inv.http_status = None
+        self._finished[inv.request_id] = inv
+        self.timed_out.append(inv)
+        self._cond.notify_all()
+        text = (
+            f"request {inv.request_id}: no result by its deadline "
+            f"(Lambda-Runtime-Deadline-Ms {inv.deadline_ms}, "
+            f"{inv.deadline_ms - inv.wall_delivered_ms} ms after delivery): Lambda would have "
+            "timed the invocation out"
+        )
+        self.violations.append(text)
+        self._log_line("TIMEOUT: " + text)
+
+    def _watch_deadlines(self):
+        """Times out each invocation in flight at its deadline, as Lambda does, whether or not
+        its runtime ever posts."""
+        while True:
+            due = []
+            with self._cond:
+                if self._closed:
+                    return
+                now = int(time.time() * 1000)
+                wait_s = 0.5
+                for inv in list(self._inflight.values()):
+                    if now >= inv.deadline_ms:
+                        self._time_out(inv)
+                        due.append(inv)
+                    else:
+                        wait_s = min(wait_s, (inv.deadline_ms - now) / 1000)
+                if not due:
+                    self._cond.wait(max(wait_s, 0.001))
+            for inv in due:
+                self._finish(inv)
 
     def _serve_init_error(self, h, body):
         with self._cond:
