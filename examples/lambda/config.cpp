@@ -49,8 +49,13 @@ config config::from_environment() {
         c.snap_start = std::string(type) == "snap-start";
     }
     if (const char* margin = get("WARMPOOL_DEADLINE_MARGIN_MS")) {
-        c.deadline_margin = std::chrono::milliseconds(
-            whole_number("WARMPOOL_DEADLINE_MARGIN_MS", margin, 0, 60'000));
+        c.deadline_margin = std::chrono::milliseconds(whole_number(
+            "WARMPOOL_DEADLINE_MARGIN_MS", margin, min_deadline_margin.count(), 60'000));
+    }
+    if (const char* init = get("WARMPOOL_INIT_DEADLINE_MS")) {
+        // Up to 15 minutes: a SnapStart or provisioned-concurrency init may run that long.
+        c.init_deadline = std::chrono::milliseconds(
+            whole_number("WARMPOOL_INIT_DEADLINE_MS", init, 100, 15LL * 60 * 1000));
     }
     return c;
 }

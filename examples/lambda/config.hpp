@@ -35,8 +35,16 @@ struct config {
     bool snap_start = false;
 
     /// WARMPOOL_DEADLINE_MARGIN_MS: how long before Lambda's own deadline an invocation gives
-    /// up, so that its error still reaches the Runtime API before Lambda cuts it off.
+    /// up, so that its error still reaches the Runtime API before Lambda cuts it off. At least
+    /// min_deadline_margin: the deadline reporter answers halfway through the margin, and a
+    /// smaller one would leave it no time to post before Lambda's deadline.
     std::chrono::milliseconds deadline_margin{200};
+    static constexpr std::chrono::milliseconds min_deadline_margin{20};
+
+    /// WARMPOOL_INIT_DEADLINE_MS: how long the init phase (settings, pool, table) may take from
+    /// the start of the process before it is reported to /runtime/init/error and the process
+    /// exits. Lambda allows 10 s for init; 9 s leaves time for the report.
+    std::chrono::milliseconds init_deadline{9'000};
 
     // FLEET_POLICY (planned, not built): an opt-in policy shared by the function's instances,
     // off with FLEET_POLICY=off. It will be read here and applied where the pool's options are

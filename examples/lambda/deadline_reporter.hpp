@@ -14,6 +14,14 @@
 // reporter's thread with DeadlineExceeded, halfway through the margin (Lambda's deadline less
 // WARMPOOL_DEADLINE_MARGIN_MS / 2). A handler that finishes later commits nothing (it checks its
 // deadline before COMMIT), and its loop logs its outcome and takes the next event.
+//
+// The ticket also holds the one decision the reporter and the handler must share: whether
+// COMMIT may be sent. The handler asks begin_commit() just before sending it; once the reporter
+// has answered, the answer is no, and once COMMIT is on its way, the reporter's answer (if it
+// must still give one, for a COMMIT the server does not answer) says the outcome is unknown
+// instead of "nothing was committed". Either way a retry with the same request id is safe.
+
+#include <warmpool/soci.hpp>
 
 #include <chrono>
 #include <condition_variable>
@@ -36,6 +44,11 @@ public:
         /// True for the first caller only: that caller answers the invocation.
         bool claim() noexcept;
 
+        /// The handler is about to send COMMIT: true if the invocation is not answered yet, and
+        /// from then on the reporter says COMMIT's outcome is unknown. False if the reporter
+        /// has answered DeadlineExceeded: COMMIT must not be sent.
+        bool begin_commit() noexcept;
+
         /// For a loop whose claim() failed: returns once the reporter's answer has been
         /// posted (or failed), so the loop's next GET /next cannot overtake it.
         void wait_until_answered();
@@ -50,11 +63,13 @@ public:
         std::condition_variable done_;
         bool claimed_ = false;
         bool answered_ = false;
+        bool commit_started_ = false;
     };
 
     /// `endpoint` is AWS_LAMBDA_RUNTIME_API. The reporter's thread (with its own Runtime API
-    /// client) starts here.
-    explicit deadline_reporter(std::string endpoint);
+    /// client) starts here. If the Runtime API answers a report with HTTP 500, the process
+    /// ends through end_process(pool, 1, …), as the loops do.
+    deadline_reporter(std::string endpoint, warmpool::soci_pool& pool);
 
     deadline_reporter(const deadline_reporter&) = delete;
     deadline_reporter& operator=(const deadline_reporter&) = delete;
@@ -70,6 +85,7 @@ private:
     void run();
 
     std::string endpoint_;
+    warmpool::soci_pool& pool_;
     std::mutex mutex_;
     std::condition_variable wakeup_;
     std::vector<std::shared_ptr<ticket>> watched_;

@@ -17,6 +17,18 @@
 #include <string>
 #include <thread>
 
+// The backends' own error types carry the server's error code. The warmpool::soci target links
+// each backend it found (WARMPOOL_SOCI_<BACKEND>_NATIVE=1), so their type information is there.
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
+#include <soci/postgresql/soci-postgresql.h>
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 1
+#include <soci/mysql/soci-mysql.h>
+#endif
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 1
+#include <soci/sqlite3/soci-sqlite3.h>
+#endif
+
 // Exactly once, and never a silently partial transaction
 // -------------------------------------------------------
 // The insert, the optional work and the balance read run in one transaction, so the server
@@ -81,6 +93,19 @@ bool contains(const std::string& haystack, const char* needle) {
     return haystack.find(needle) != std::string::npos;
 }
 
+/// The offset of the first control character (U+0000 to U+001F, U+007F), or npos. SOCI binds
+/// strings as C strings, so a NUL would cut the value short and credit another account; the
+/// others have no business in an identifier and make log lines ambiguous.
+std::size_t first_control(const std::string& s) {
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x20 || c == 0x7f) {
+            return i;
+        }
+    }
+    return std::string::npos;
+}
+
 /// The database's message on one line (libpq's span several).
 std::string one_line(const std::string& text) {
     std::string out;
@@ -129,20 +154,56 @@ std::string seconds(ms d) {
 
 // --- What the database said -----------------------------------------------------------------
 
-/// The insert hit the primary key: this request id committed before.
+// Errors are classified by the code the server sent, never by their text: SOCI's message holds
+// the SQL and the bound values (the request id, the account), so a word searched for in it can
+// come from the data. A backend whose code this program cannot read (one not linked, =1) gets
+// no classification: a duplicate is then reported as a DatabaseError, which is safe to retry,
+// instead of being guessed.
+
+/// The server's error code: PostgreSQL's SQLSTATE, MariaDB's and MySQL's error number, SQLite's
+/// primary result code. Empty when the error did not come from one of them.
+struct server_code {
+    std::string sqlstate;     // PostgreSQL
+    unsigned mysql_errno = 0; // MariaDB, MySQL
+    int sqlite_result = 0;    // SQLite
+};
+
+server_code code_of(const soci::soci_error& e) {
+    server_code code;
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
+    if (const auto* pg = dynamic_cast<const soci::postgresql_soci_error*>(&e)) {
+        code.sqlstate = pg->sqlstate();
+    }
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE == 1
+    if (const auto* my = dynamic_cast<const soci::mysql_soci_error*>(&e)) {
+        code.mysql_errno = my->err_num_;
+    }
+#endif
+#if WARMPOOL_SOCI_SQLITE3_NATIVE == 1
+    if (const auto* lite = dynamic_cast<const soci::sqlite3_soci_error*>(&e)) {
+        code.sqlite_result = lite->result() & 0xff; // the primary code of an extended one
+    }
+#endif
+    (void)e;
+    return code;
+}
+
+/// The insert hit the primary key: this request id may have committed before (post_entry then
+/// checks that the row is there).
 bool is_duplicate_key(const soci::soci_error& e) {
-    // PostgreSQL's SOCI backend classifies SQLSTATE 23xxx; MariaDB's and SQLite's do not, so
-    // their messages are read too (1062 "Duplicate entry", "UNIQUE constraint failed").
-    const std::string m = lower(e.what());
-    return e.get_error_category() == soci::soci_error::constraint_violation ||
-           contains(m, "duplicate") || contains(m, "unique constraint");
+    const server_code code = code_of(e);
+    return code.sqlstate == "23505" || // PostgreSQL unique_violation
+           code.mysql_errno == 1062 || // ER_DUP_ENTRY
+           code.sqlite_result == 19 /* SQLITE_CONSTRAINT: the only constraint that can fail */;
 }
 
 /// The server cut a statement off at the deadline.
 bool is_statement_timeout(const soci::soci_error& e) {
-    const std::string m = lower(e.what());
-    return contains(m, "statement timeout") || // PostgreSQL 57014
-           contains(m, "max_statement_time");  // MariaDB 1969
+    const server_code code = code_of(e);
+    return code.sqlstate == "57014" || // PostgreSQL query_canceled (statement_timeout)
+           code.mysql_errno == 1969 || // MariaDB ER_STATEMENT_TIMEOUT (max_statement_time)
+           code.mysql_errno == 3024;   // MySQL ER_QUERY_TIMEOUT (max_execution_time)
 }
 
 /// The connection is gone, not just the statement: the backend says so, or classified it so.
@@ -154,6 +215,7 @@ bool connection_lost(soci::session& s, const soci::soci_error& e) {
 // --- The event --------------------------------------------------------------------------------
 
 constexpr std::size_t max_account_length = 64;      // the column is varchar(64)
+constexpr std::size_t max_request_id_length = 64;   // the column is varchar(64)
 constexpr long long max_work_ms = 15LL * 60 * 1000; // Lambda's longest timeout
 
 } // namespace
@@ -206,6 +268,12 @@ ledger::entry ledger::parse(const std::string& body) {
         throw failure("InvalidEvent", "\"account\" is " + std::to_string(e.account.size()) +
                                           " bytes long; at most " +
                                           std::to_string(max_account_length) + " fit");
+    }
+    if (const std::size_t at = first_control(e.account); at != std::string::npos) {
+        throw failure("InvalidEvent",
+                      "\"account\" holds a control character (code " +
+                          std::to_string(static_cast<unsigned char>(e.account[at])) + ") at byte " +
+                          std::to_string(at) + "; use printable characters only");
     }
     const auto amount = j.find("amount");
     if (amount == j.end()) {
@@ -261,14 +329,18 @@ ledger::dialect dialect_of(const std::string& target) {
 
 ledger::ledger(warmpool::soci_pool& pool) : pool_(pool), dialect_(dialect_of(pool.target())) {}
 
-void ledger::prepare() {
+void ledger::prepare(wall_clock::time_point deadline) {
     // Several instances often start together. PostgreSQL's CREATE ... IF NOT EXISTS can then
     // fail in all but one of them (two sessions race to add the same catalog row), so a failure
     // is tried once more: by then the table exists and the statement does nothing.
     for (int attempt = 1;; ++attempt) {
         try {
-            auto sql = pool_.acquire(); // bounded by options::acquire_timeout
+            // Bounded like an invocation: the pool's waits and connects by the deadline, a
+            // server that stops answering by the cutoff. main()'s init watchdog covers the one
+            // wait left, a connect the client library will not cut short.
+            auto sql = pool_.acquire_until(deadline);
             soci::session& s = *sql;
+            const cutoff guard(s, deadline); // declared after the lease: disarmed before it
             switch (dialect_) {
             case dialect::postgresql:
             case dialect::sqlite3: {
@@ -278,6 +350,8 @@ void ledger::prepare() {
                 if (dialect_ == dialect::postgresql) {
                     s << "set local client_min_messages = warning";
                 }
+                // PostgreSQL and SQLite compare text byte by byte: "a1", "A1" and "a1 " are
+                // three accounts.
                 s << "create table if not exists ledger (request_id varchar(64) primary key, "
                      "account varchar(64) not null, amount bigint not null)";
                 // Every invocation sums one account's rows.
@@ -287,20 +361,37 @@ void ledger::prepare() {
             }
             case dialect::mariadb:
             case dialect::mysql: {
-                // InnoDB named, in case the server's default engine has no transactions. MySQL
-                // has no CREATE INDEX IF NOT EXISTS, so the index is declared with the table.
-                s << "create table if not exists ledger (request_id varchar(64) primary key, "
-                     "account varchar(64) not null, amount bigint not null, "
-                     "key ledger_account (account)) engine=InnoDB";
                 std::string version;
                 s << "select version()", soci::into(version);
                 dialect_ = contains(lower(version), "mariadb") ? dialect::mariadb : dialect::mysql;
+                // utf8mb4 with a binary collation that does not pad: the server's default
+                // (often latin1_swedish_ci) would make "a1", "A1" and "a1 " one account and one
+                // request id, and refuse characters outside latin1; utf8mb4_bin still ignores
+                // trailing spaces. MariaDB has utf8mb4_nopad_bin (10.2 on), MySQL
+                // utf8mb4_0900_bin (8.0.17 on); an older MySQL gets utf8mb4_bin. A table that
+                // already exists keeps its own definition.
+                std::string collation = "utf8mb4_nopad_bin";
+                if (dialect_ == dialect::mysql) {
+                    long long has_0900 = 0;
+                    s << "select count(*) from information_schema.collations "
+                         "where collation_name = 'utf8mb4_0900_bin'",
+                        soci::into(has_0900);
+                    collation = has_0900 > 0 ? "utf8mb4_0900_bin" : "utf8mb4_bin";
+                }
+                const std::string text = "varchar(64) character set utf8mb4 collate " + collation;
+                // InnoDB named, in case the server's default engine has no transactions. MySQL
+                // has no CREATE INDEX IF NOT EXISTS, so the index is declared with the table.
+                s << "create table if not exists ledger (request_id " + text +
+                         " primary key, account " + text +
+                         " not null, amount bigint not null, key ledger_account (account)) "
+                         "engine=InnoDB default character set utf8mb4 collate " +
+                         collation;
                 break;
             }
             }
             return;
         } catch (const soci::soci_error&) {
-            if (attempt == 2) {
+            if (attempt == 2 || wall_clock::now() >= deadline) {
                 throw;
             }
         }
@@ -368,7 +459,8 @@ void ledger::work(soci::session& s, long long work_ms, wall_clock::time_point de
 }
 
 ledger::tx_result ledger::post_entry(const std::string& request_id, const entry& e,
-                                     wall_clock::time_point deadline) const {
+                                     wall_clock::time_point deadline,
+                                     const commit_gate& may_commit) const {
     auto lease = pool_.acquire_until(deadline);
     soci::session& s = *lease;
     cutoff guard(s, deadline); // declared after the lease: disarmed before it is given back
@@ -393,6 +485,13 @@ ledger::tx_result ledger::post_entry(const std::string& request_id, const entry&
         s << bounded(balance_query(), deadline), soci::use(e.account), soci::into(balance);
         // Past the deadline the invocation is reported failed, so it must not commit.
         remaining(deadline, "COMMIT");
+        // One decision with the deadline reporter (deadline_reporter.hpp): once it has answered
+        // DeadlineExceeded ("nothing was committed") COMMIT is not sent; once this has passed,
+        // the reporter's answer, if it must still give one, says COMMIT's outcome is unknown.
+        if (may_commit && !may_commit()) {
+            throw failure("DeadlineExceeded", "DeadlineExceeded was already reported for this "
+                                              "invocation before COMMIT; nothing was committed");
+        }
     } catch (const soci::soci_error& err) {
         guard.disarm();
         if (guard.fired()) {
@@ -439,7 +538,8 @@ ledger::lookup ledger::look_up(const std::string& request_id, const std::string&
 // --- The handler --------------------------------------------------------------------------------
 
 outcome ledger::handle(const std::string& request_id, const std::string& event,
-                       wall_clock::time_point deadline) const noexcept {
+                       wall_clock::time_point deadline,
+                       const commit_gate& may_commit) const noexcept {
     outcome out;
     const auto answer = [&](long long balance, const char* note) {
         out.ok = true;
@@ -457,25 +557,48 @@ outcome ledger::handle(const std::string& request_id, const std::string& event,
                               std::to_string(late.count()) +
                               " ms before the handler started; nothing was done");
         }
+        // The request id is the primary key, a varchar(64): a longer one would be refused by the
+        // server (or cut by a lenient one), and a NUL would cut it short when bound.
+        if (request_id.size() > max_request_id_length) {
+            throw failure("InvalidInvocation",
+                          "the request id is " + std::to_string(request_id.size()) +
+                              " bytes long; at most " + std::to_string(max_request_id_length) +
+                              " fit in ledger.request_id");
+        }
+        if (const std::size_t at = first_control(request_id); at != std::string::npos) {
+            throw failure("InvalidInvocation",
+                          "the request id holds a control character (code " +
+                              std::to_string(static_cast<unsigned char>(request_id[at])) +
+                              ") at byte " + std::to_string(at));
+        }
         const entry e = parse(event);
         out.account = e.account;
         for (int attempt = 1;; ++attempt) {
             out.transactions = attempt;
             const bool may_retry = attempt == 1;
-            const auto a = post_entry(request_id, e, deadline);
+            const auto a = post_entry(request_id, e, deadline, may_commit);
             switch (a.result) {
             case tx_result::state::committed:
                 return answer(a.balance, attempt == 1 ? "" : "committed on the retry");
-            case tx_result::state::already_committed:
+            case tx_result::state::already_committed: {
+                lookup found;
                 try {
-                    return answer(look_up(request_id, e.account, deadline).balance,
-                                  "already committed: a redelivery");
+                    found = look_up(request_id, e.account, deadline);
                 } catch (const soci::soci_error& err) {
                     throw failure("DatabaseError",
                                   "this request id committed before (a redelivery), but reading "
                                   "the balance failed: " +
                                       one_line(err.what()));
                 }
+                // The server's code said duplicate key; the row itself is the proof. Without
+                // it, answering with the balance would report a write that never happened.
+                if (!found.exists) {
+                    throw failure("DatabaseError",
+                                  "the insert was refused as a duplicate request id, but no row "
+                                  "with this request id is committed; nothing was committed");
+                }
+                return answer(found.balance, "already committed: a redelivery");
+            }
             case tx_result::state::lost_before_commit:
                 if (may_retry && time_left(deadline).count() > 0) {
                     continue; // nothing was committed: run it all again, on a fresh connection

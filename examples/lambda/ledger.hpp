@@ -15,11 +15,16 @@
 #include <warmpool/soci.hpp>
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 namespace ledger_example {
 
 using wall_clock = std::chrono::system_clock;
+
+/// Asked once, just before COMMIT is sent: true to go ahead. False when the invocation was
+/// already answered with DeadlineExceeded (deadline_reporter::ticket::begin_commit()).
+using commit_gate = std::function<bool()>;
 
 /// What one invocation produced: a result for /response, or an error for /error.
 struct outcome {
@@ -38,15 +43,17 @@ public:
     explicit ledger(warmpool::soci_pool& pool);
 
     /// At init: creates the table and its index if they are missing, and tells MariaDB from
-    /// MySQL. Waits for a connection up to the pool's options::acquire_timeout. Throws
-    /// warmpool's errors and soci::soci_error.
-    void prepare();
+    /// MySQL, all by `deadline` (the init phase's). Throws warmpool's errors and
+    /// soci::soci_error.
+    void prepare(wall_clock::time_point deadline);
 
     /// One invocation, finished by `deadline` (Lambda's deadline less the margin): the pool
     /// waits, pings and connects no longer, and the server cuts statements off there. Never
-    /// throws: every failure becomes an outcome with an errorType.
+    /// throws: every failure becomes an outcome with an errorType. `may_commit`, when set, is
+    /// asked before COMMIT (see commit_gate).
     outcome handle(const std::string& request_id, const std::string& event,
-                   wall_clock::time_point deadline) const noexcept;
+                   wall_clock::time_point deadline,
+                   const commit_gate& may_commit = {}) const noexcept;
 
     enum class dialect { postgresql, mariadb, mysql, sqlite3 };
 
@@ -57,7 +64,7 @@ private:
 
     static entry parse(const std::string& event);
     tx_result post_entry(const std::string& request_id, const entry& e,
-                         wall_clock::time_point deadline) const;
+                         wall_clock::time_point deadline, const commit_gate& may_commit) const;
     lookup look_up(const std::string& request_id, const std::string& account,
                    wall_clock::time_point deadline) const;
 

@@ -25,11 +25,15 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -169,12 +173,19 @@ void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool:
         std::shared_ptr<deadline_reporter::ticket> ticket;
         if (inv.deadline) {
             // Halfway through the margin: after the handler's own deadline, whose errors say
-            // more, and before Lambda's.
+            // more, and before Lambda's (the margin is at least 20 ms: config.hpp).
             ticket = reporter.watch(inv.request_id, *inv.deadline - cfg.deadline_margin / 2);
-            out = handler.handle(inv.request_id, inv.body, *inv.deadline - cfg.deadline_margin);
+            out = handler.handle(inv.request_id, inv.body, *inv.deadline - cfg.deadline_margin,
+                                 [&ticket] { return ticket->begin_commit(); });
         } else {
             out.error_type = "InvalidInvocation";
-            out.error_message = "the Runtime API sent no valid Lambda-Runtime-Deadline-Ms header";
+            out.error_message =
+                inv.deadline_header.empty()
+                    ? "the Runtime API sent no Lambda-Runtime-Deadline-Ms header"
+                    : "the Runtime API sent Lambda-Runtime-Deadline-Ms \"" +
+                          inv.deadline_header.substr(0, 40) +
+                          "\", which is not a time in Unix epoch milliseconds within 16 minutes "
+                          "from now (Lambda's longest timeout is 15); nothing was done";
         }
         const bool ours = ticket == nullptr || ticket->claim();
         if (ticket != nullptr) {
@@ -202,8 +213,13 @@ void serve(runtime_api& api, const ledger& handler, const config& cfg, warmpool:
     }
 }
 
-/// Init failed: tell Lambda (it shows the error and retries the init) and exit non-zero.
+/// Init failed: tell Lambda (it shows the error and retries the init) and exit non-zero. Only
+/// the first report is sent (the init watchdog and main() may both get here).
 void report_init_error(runtime_api& api, const std::string& type, const std::string& message) {
+    static std::atomic<bool> reported{false};
+    if (reported.exchange(true)) {
+        return;
+    }
     std::fprintf(stderr, "init: %s: %s\n", type.c_str(), message.c_str());
     try {
         api.init_error({type, message});
@@ -212,9 +228,62 @@ void report_init_error(runtime_api& api, const std::string& type, const std::str
     }
 }
 
+/// The init phase's deadline, for the one wait nothing else can cut short: a connect to a
+/// server that accepts TCP connections but never answers, with a connect_timeout in DATABASE
+/// longer than the time left (libpq and MariaDB Connector/C own the socket until it returns).
+/// At the deadline this thread posts /runtime/init/error and ends the process, unless init
+/// finished first. Lambda's own limit (10 s) would otherwise end the init with no message.
+class init_watchdog {
+public:
+    init_watchdog(std::string endpoint, warmpool::soci_pool& pool,
+                  std::chrono::system_clock::time_point deadline, std::chrono::milliseconds limit)
+        : thread_([this, endpoint, &pool, deadline, limit] {
+              std::unique_lock<std::mutex> lock(mutex_);
+              if (done_.wait_until(lock, deadline, [this] { return finished_; })) {
+                  return;
+              }
+              lock.unlock();
+              runtime_api api(endpoint);
+              report_init_error(api, "DeadlineExceeded",
+                                "the init phase (connecting and creating the ledger table) did "
+                                "not finish within WARMPOOL_INIT_DEADLINE_MS=" +
+                                    std::to_string(limit.count()) +
+                                    " ms; check that the database named by DATABASE answers, and "
+                                    "that its connect_timeout is shorter than that");
+              end_process(pool, 1, "init did not finish by its deadline");
+          }) {}
+
+    init_watchdog(const init_watchdog&) = delete;
+    init_watchdog& operator=(const init_watchdog&) = delete;
+
+    /// Init is over: the watchdog stops (before a snapshot, which must hold no such thread).
+    void finish() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            finished_ = true;
+        }
+        done_.notify_all();
+        thread_.join();
+    }
+
+    ~init_watchdog() {
+        if (thread_.joinable()) {
+            finish();
+        }
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable done_;
+    bool finished_ = false;
+    std::thread thread_; // last: started once the members it uses exist
+};
+
 } // namespace
 
 int main() {
+    // The init phase's time counts from here, as Lambda's does from the process's start.
+    const auto init_started = std::chrono::system_clock::now();
     // First, before any thread exists: every thread inherits the blocked signals.
     block_shutdown_signals();
 
@@ -249,9 +318,15 @@ int main() {
     // From here on the process ends through end_process(), which closes the pool first.
     watch_for_shutdown(*pool);
 
+    // The init phase ends at init_deadline: the watchdog reports there; the pool's waits and
+    // the table's creation stop a little before, so that their own, more precise, error is the
+    // one reported when they can be stopped.
+    const auto init_deadline = init_started + cfg.init_deadline;
+    init_watchdog watchdog(endpoint, *pool, init_deadline, cfg.init_deadline);
     ledger handler(*pool);
     try {
-        handler.prepare();
+        handler.prepare(init_deadline -
+                        std::min<std::chrono::milliseconds>(200ms, cfg.init_deadline / 2));
     } catch (const warmpool::connect_error& e) {
         report_init_error(runtime, "warmpool.ConnectError", e.what());
         end_process(*pool, 1, "init failed");
@@ -262,6 +337,9 @@ int main() {
         report_init_error(runtime, "DatabaseError",
                           std::string("creating the ledger table failed: ") + e.what());
         end_process(*pool, 1, "init failed");
+    }
+    if (!cfg.snap_start) {
+        watchdog.finish();
     }
     std::fprintf(stderr, "init: %s, %u loop%s, deadline margin %lld ms%s\n", pool->target().c_str(),
                  cfg.concurrency, cfg.concurrency == 1 ? "" : "s",
@@ -287,6 +365,7 @@ int main() {
             report_init_error(runtime, "SnapStart.BeforeSnapshotFailed", e.what());
             end_process(*pool, 1, "init failed");
         }
+        watchdog.finish(); // the before-snapshot steps are part of init
         try {
             runtime.restore_next(); // the snapshot is taken while this waits
         } catch (const runtime_api_error& e) {
@@ -306,7 +385,7 @@ int main() {
     }
 
     // Started after a restore, like every thread below: none of them is in the snapshot.
-    deadline_reporter reporter(endpoint);
+    deadline_reporter reporter(endpoint, *pool);
     // The other loops, each with its own Runtime API client; this thread runs the first.
     std::vector<std::thread> loops;
     for (unsigned i = 1; i < cfg.concurrency; ++i) {

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 namespace ledger_example {
@@ -21,6 +22,9 @@ constexpr long post_connect_timeout_ms = 2'000;
 
 // Error bodies are JSON; this header tells Lambda the error's type without parsing it.
 constexpr const char* error_type_header = "Lambda-Runtime-Function-Error-Type: ";
+
+// Lambda's longest timeout (15 minutes) and a minute for clocks that disagree.
+constexpr std::chrono::milliseconds max_deadline_ahead{16LL * 60 * 1000};
 
 bool same_name(const std::string& a, const char* b) {
     std::size_t i = 0;
@@ -55,8 +59,12 @@ std::string excerpt(const std::string& body) {
     return out.empty() ? "(empty body)" : out;
 }
 
+/// Lambda-Runtime-Deadline-Ms as a time point, or empty when it is missing, malformed, or more
+/// than max_deadline_ahead in the future. Lambda's longest timeout is 15 minutes, so a later
+/// deadline is not Lambda's; it is refused rather than converted, because past about 9.2e12 ms
+/// the conversion to system_clock's nanoseconds overflows and the deadline wraps into the past.
 std::optional<std::chrono::system_clock::time_point> epoch_ms(const std::string& text) {
-    if (text.empty()) {
+    if (text.empty() || !std::isdigit(static_cast<unsigned char>(text.front()))) {
         return std::nullopt;
     }
     errno = 0;
@@ -65,8 +73,20 @@ std::optional<std::chrono::system_clock::time_point> epoch_ms(const std::string&
     if (*end != '\0' || errno == ERANGE || ms <= 0) {
         return std::nullopt;
     }
+    // Compared in milliseconds, where neither side can overflow: now is about 1.7e12 ms.
+    const long long now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    if (ms > now_ms + max_deadline_ahead.count()) {
+        return std::nullopt;
+    }
     return std::chrono::system_clock::time_point(std::chrono::milliseconds(ms));
 }
+
+/// Frees a header list however the call that used it ends.
+struct header_list_deleter {
+    void operator()(curl_slist* list) const noexcept { curl_slist_free_all(list); }
+};
 
 } // namespace
 
@@ -151,29 +171,32 @@ runtime_api::response runtime_api::post(const std::string& path, const std::stri
     curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, post_timeout_ms);
     curl_easy_setopt(curl_, CURLOPT_CONNECTTIMEOUT_MS, post_connect_timeout_ms);
 
-    curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
+    // Owned here and nowhere else: freed once, on return or throw.
+    std::unique_ptr<curl_slist, header_list_deleter> headers;
+    const auto append = [&headers](const char* line) {
+        curl_slist* longer = curl_slist_append(headers.get(), line);
+        if (longer == nullptr) {
+            throw runtime_api_error("curl_slist_append failed (out of memory?)", 0);
+        }
+        (void)headers.release(); // the same list, now longer
+        headers.reset(longer);
+    };
+    append("Content-Type: application/json");
     // Without this, curl sends "Expect: 100-continue" for large bodies and waits up to a second
     // for an interim answer that not every server sends.
-    headers = curl_slist_append(headers, "Expect:");
-    std::string type_header;
+    append("Expect:");
     if (error_type != nullptr) {
-        type_header = error_type_header + std::string(error_type);
-        headers = curl_slist_append(headers, type_header.c_str());
+        append((error_type_header + std::string(error_type)).c_str());
     }
-    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers);
-    try {
-        response r = perform("POST " + path);
-        curl_slist_free_all(headers);
-        if (r.status != 202) {
-            throw runtime_api_error("POST " + path + " answered HTTP " + std::to_string(r.status) +
-                                        ": " + excerpt(r.body),
-                                    r.status);
-        }
-        return r;
-    } catch (...) {
-        curl_slist_free_all(headers);
-        throw;
+    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, headers.get());
+    response r = perform("POST " + path);
+    curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, nullptr); // the list is freed on return
+    if (r.status != 202) {
+        throw runtime_api_error("POST " + path + " answered HTTP " + std::to_string(r.status) +
+                                    ": " + excerpt(r.body),
+                                r.status);
     }
+    return r;
 }
 
 invocation runtime_api::next() {
@@ -191,6 +214,7 @@ invocation runtime_api::next() {
     invocation inv;
     inv.request_id = r.request_id;
     inv.deadline = epoch_ms(r.deadline_ms);
+    inv.deadline_header = r.deadline_ms;
     inv.function_arn = r.function_arn;
     inv.trace_id = r.trace_id;
     inv.body = r.body;

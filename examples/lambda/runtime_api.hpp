@@ -35,12 +35,14 @@ private:
 /// One event, as GET /runtime/invocation/next hands it over.
 struct invocation {
     std::string request_id; // Lambda-Runtime-Aws-Request-Id
-    // Lambda-Runtime-Deadline-Ms (Unix epoch ms); empty if the header was missing or malformed,
-    // which the real Runtime API never does.
+    // Lambda-Runtime-Deadline-Ms (Unix epoch ms); empty if the header was missing, malformed or
+    // more than 16 minutes ahead (Lambda's longest timeout is 15), which the real Runtime API
+    // never sends.
     std::optional<std::chrono::system_clock::time_point> deadline;
-    std::string function_arn; // Lambda-Runtime-Invoked-Function-Arn
-    std::string trace_id;     // Lambda-Runtime-Trace-Id (may be empty)
-    std::string body;         // the event, JSON
+    std::string deadline_header; // as received, for the InvalidInvocation message
+    std::string function_arn;    // Lambda-Runtime-Invoked-Function-Arn
+    std::string trace_id;        // Lambda-Runtime-Trace-Id (may be empty)
+    std::string body;            // the event, JSON
 };
 
 /// An error as the Runtime API takes it: {"errorMessage": …, "errorType": …}.
