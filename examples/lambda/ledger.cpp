@@ -48,7 +48,9 @@
 // * A duplicate request id on insert means this request committed before: Lambda delivered the
 //   same event again (it retries asynchronous invocations, and a caller may retry after a
 //   timeout). The first delivery's effect stands; the answer is the balance, as it would have
-//   been.
+//   been. "Duplicate" is the server's error code (never words in the message, which holds the
+//   SQL and the values), and the row is read back before the balance is answered: answering
+//   for a row that is not there would report a write that never happened.
 //
 // The request id is the primary key, so no path above can count an amount twice, and every
 // failure is reported: an error sent to Lambda can be retried with the same request id safely.
@@ -59,7 +61,9 @@
 // waiting, pinging and connecting there, and the server cuts statements off there
 // (PostgreSQL: SET LOCAL statement_timeout, MariaDB: SET STATEMENT max_statement_time ... FOR).
 // Nothing is committed after the deadline: the handler checks before COMMIT and reports
-// DeadlineExceeded instead, with the transaction rolled back.
+// DeadlineExceeded instead, with the transaction rolled back. It also asks the invocation's
+// deadline ticket (commit_gate), so that the deadline reporter and the handler never both
+// answer: once the reporter has said DeadlineExceeded, COMMIT is not sent.
 //
 // Rolling back is left to the pool: a lease given back with its transaction open (after a
 // failed statement, or an early return) is rolled back with one round trip bounded by

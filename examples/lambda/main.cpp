@@ -75,9 +75,9 @@ warmpool::options pool_options(const config& cfg) {
     // One connection per invocation served at once: one, unless AWS_LAMBDA_MAX_CONCURRENCY
     // says otherwise.
     o.max_size = cfg.concurrency;
-    // acquire() is used only at init, to create the table; each invocation calls
-    // acquire_until() with its own deadline instead. The init phase has 10 s in all: this
-    // leaves time to report a failure.
+    // Not used here: init and each invocation call acquire_until() with their own deadline
+    // (WARMPOOL_INIT_DEADLINE_MS, Lambda's deadline less the margin). It bounds an acquire()
+    // added later, within Lambda's 10 s for init.
     o.acquire_timeout = 7s;
     // A connection given back less than 500 ms ago is handed out without a ping, so back-to-back
     // invocations pay nothing. Anything older (a thaw, a quiet spell) is pinged first, and idle
