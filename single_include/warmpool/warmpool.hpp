@@ -1866,7 +1866,7 @@ private:
             // Leased when abandon_connections() ran: not a byte more on it, rollback included.
             why = close_reason::abandoned;
         }
-        const release_work work = why == close_reason::none ? tidy(*s->conn, why) : release_work{};
+        const release_work work = why == close_reason::none ? tidy(*s, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
@@ -1943,7 +1943,17 @@ private:
     // Outside the lock, on a connection given back: what must happen before anyone else may use
     // it. Sets `why` when it must be closed instead. Each step is bounded by validation_timeout,
     // so giving a lease back never blocks longer than that per round trip, even on a hung server.
-    release_work tidy(connection_type& c, close_reason& why) noexcept {
+    // abandon_connections() may run during any step (a restore landing mid-rollback): each step
+    // after the first is skipped once it has, so nothing more is sent on the socket.
+    release_work tidy(slot& s, close_reason& why) noexcept {
+        connection_type& c = *s.conn;
+        const auto abandoned = [&] {
+            if (s.abandon_epoch == abandon_epoch_.load(std::memory_order_relaxed)) {
+                return false;
+            }
+            why = close_reason::abandoned;
+            return true;
+        };
         release_work done;
         if (Traits::is_broken(c)) {
             why = close_reason::broken;
@@ -1958,7 +1968,7 @@ private:
             }
         }
         if constexpr (detail::has_reset<Traits>::value) {
-            if (opts_.reset_on_release) {
+            if (opts_.reset_on_release && !abandoned()) {
                 done.reset = true;
                 if (!Traits::reset(c, config_, opts_.validation_timeout)) {
                     why = close_reason::broken;
@@ -1967,7 +1977,7 @@ private:
             }
         }
         if constexpr (detail::has_reusable<Traits>::value) {
-            if (!Traits::reusable(c, config_)) {
+            if (!abandoned() && !Traits::reusable(c, config_)) {
                 why = close_reason::rejected_on_release;
             }
         }

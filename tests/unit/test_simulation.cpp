@@ -401,13 +401,8 @@ std::string describe(const warmpool::options& o) {
 ///       cancel out (README, "What happens on acquire and give-back"). A freeze shorter than the
 ///       step still forces a ping (the wall clock is then behind the last use), and one longer
 ///       by validation_window is noticed as usual.
-///   abandon_during_give_back  give_back() compares the abandon count once, before tidy(): when
-///       abandon_connections() runs while the rollback of a transaction left open is under way,
-///       tidy() goes on to send the reset (reset_on_release) on the connection, which
-///       settle_locked() then forgets silently. One statement goes out on a socket that may be
-///       shared with other copies restored from the snapshot. A defect, to be fixed.
 bool tolerated(const std::string& invariant) {
-    static const char* const known[] = {"wall_step_hides_freeze", "abandon_during_give_back"};
+    static const char* const known[] = {"wall_step_hides_freeze"};
     if (std::find(std::begin(known), std::end(known), invariant) == std::end(known)) {
         return false;
     }
