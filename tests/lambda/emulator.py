@@ -1109,7 +1109,14 @@ def _cli(argv):
             nonlocal failures
             while len(pending) > n:
                 inv = pending.popleft()
-                inv.wait()
+                # A delivered invocation ends by its deadline at the latest; one the runtime
+                # never took ends when the runtime is gone (an init error, a crash).
+                while not inv.wait(0.2):
+                    if inv.kind is None and e.spawn and not e.alive:
+                        raise EmulatorError(
+                            "the runtime exited before taking the next event ("
+                            + _describe_returncode(e.returncode)
+                            + "); its log is above")
                 failures += inv.outcome != "response"
                 print(json.dumps(inv.to_dict()), flush=True)
 
@@ -1138,6 +1145,9 @@ def _cli(argv):
         print(json.dumps(summary), file=sys.stderr)
     except KeyboardInterrupt:
         pass
+    except EmulatorError as err:
+        print(f"emulator: {err}", file=sys.stderr, flush=True)
+        failures += 1
     finally:
         e.close()
     return 1 if failures or e.violations else 0
