@@ -254,46 +254,14 @@ public:
     /// Closes every idle connection now, politely (each backend's goodbye, bounded like any
     /// close). Call it before a snapshot, so the server frees the slots at once instead of
     /// keeping them until its idle timeout. Leases are untouched. close_reason::drained.
-    void close_idle() noexcept {
-        std::vector<std::unique_ptr<slot>> doomed;
-        std::uint64_t forks = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
-            forks = take_forks_locked();
-            for (slot* s : idle_) {
-                s->close_why = close_reason::drained;
-                doomed.push_back(remove_locked(s));
-            }
-            idle_.clear();
-        }
-        announce(forks);
-        destroy(std::move(doomed));
-    }
+    void close_idle() noexcept { close_all_idle(close_reason::drained); }
 
     /// Forgets every connection without sending anything on its socket (the peer is gone, or
     /// shared with other restored copies; nothing may block on it): idle connections at once,
     /// leased ones when given back, and connects under way when they finish. Each is counted
     /// and reported closed with close_reason::abandoned; the traits' abandon() (if any) makes
     /// its destruction silent. Later acquires open new connections.
-    void abandon_connections() noexcept {
-        std::vector<std::unique_ptr<slot>> doomed;
-        std::uint64_t forks = 0;
-        {
-            std::lock_guard<std::mutex> lock(mutex_);
-            notice_fork_locked();
-            forks = take_forks_locked();
-            abandon_epoch_.store(abandon_epoch_.load(std::memory_order_relaxed) + 1,
-                                 std::memory_order_relaxed);
-            for (slot* s : idle_) {
-                s->close_why = close_reason::abandoned;
-                doomed.push_back(remove_locked(s));
-            }
-            idle_.clear();
-        }
-        announce(forks);
-        destroy(std::move(doomed));
-    }
+    void abandon_connections() noexcept { close_all_idle(close_reason::abandoned); }
 
     /// The world changed under the pool (a snapshot restore, a VM migration): reseeds the
     /// jitter generator, so that copies restored from one snapshot do not back off or expire in
@@ -617,6 +585,30 @@ private:
             }
         }
         destroy_one(std::move(doomed));
+    }
+
+    // close_idle() and abandon_connections(): every idle connection closed for `why` (closed
+    // silently by destroy_one() when abandoned). Abandoning also marks every connection open or
+    // connecting now, so that leases and connects under way are forgotten when they come back.
+    void close_all_idle(close_reason why) noexcept {
+        std::vector<std::unique_ptr<slot>> doomed;
+        std::uint64_t forks = 0;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            notice_fork_locked();
+            forks = take_forks_locked();
+            if (why == close_reason::abandoned) {
+                abandon_epoch_.store(abandon_epoch_.load(std::memory_order_relaxed) + 1,
+                                     std::memory_order_relaxed);
+            }
+            for (slot* s : idle_) {
+                s->close_why = why;
+                doomed.push_back(remove_locked(s));
+            }
+            idle_.clear();
+        }
+        announce(forks);
+        destroy(std::move(doomed));
     }
 
     // The connection was open when abandon_connections() last ran: it must be forgotten, not

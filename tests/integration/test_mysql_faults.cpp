@@ -31,16 +31,6 @@ namespace {
 using std::chrono::milliseconds;
 using namespace servers;
 
-/// mariadbd's process id, from the pid file the server names itself.
-pid_t server_pid(soci::session& admin) {
-    std::string file;
-    admin << "select @@pid_file", soci::into(file);
-    std::ifstream in(file);
-    long long pid = 0;
-    in >> pid;
-    return static_cast<pid_t>(pid);
-}
-
 } // namespace
 
 TEST_CASE("MySQL: a single-slot pool reconnects unseen after wait_timeout closed its connection" *
@@ -75,63 +65,7 @@ TEST_CASE("MySQL: with the whole server stopped, the ping gives up after validat
           "acquire returns in bounded time; after SIGCONT the pool serves again" *
           skip_without(mysql, sigstop)) {
     (void)need(sigstop);
-    auto admin = admin_session(need(mysql));
-    const pid_t server = server_pid(*admin);
-    REQUIRE(server > 1);
-    warmpool::options o = pool_of(1);
-    o.validation_window = milliseconds{100};
-    o.validation_timeout = milliseconds{1'000};
-    o.acquire_timeout = milliseconds{3'000};
-    warmpool::soci_pool pool(need(mysql), o);
-    {
-        auto sql = pool.acquire();
-        (void)mysql_connection_id(*sql);
-    }
-    std::this_thread::sleep_for(milliseconds{150}); // past the validation window: a ping is due
-
-    long long took = 0;
-    std::string outcome;
-    {
-        stopped_process freeze(server);
-        REQUIRE(freeze.stopped());
-        // Should the pool hang after all, this resumes the server so the test fails instead
-        // of hanging the suite.
-        std::atomic<bool> done{false};
-        std::thread watchdog([&] {
-            eventually([&] { return done.load(); }, milliseconds{20'000});
-            if (!done.load()) {
-                ::kill(server, SIGCONT);
-            }
-        });
-        const auto start = steady::now();
-        try {
-            auto sql = pool.acquire();
-            outcome = "acquired";
-        } catch (const warmpool::connect_error& e) {
-            outcome = std::string("connect_error: ") + e.what();
-        } catch (const warmpool::acquire_timeout& e) {
-            outcome = std::string("acquire_timeout: ") + e.what();
-        }
-        took = elapsed_ms(start);
-        done = true;
-        watchdog.join();
-    }
-    MESSAGE("server stopped: " << outcome << " after " << took << " ms");
-    CHECK(outcome.rfind("acquired", 0) != 0);
-    // validation_timeout (1 s) + acquire_timeout (3 s) + one connect attempt in flight (its
-    // connect_timeout is at least 2 s) + slack for a loaded machine.
-    CHECK(took < 1'000 + 3'000 + 2'000 + 4'000);
-    const auto st = pool.stats();
-    CHECK(st.pings == 1);
-    CHECK(st.validation_failures == 1);
-
-    // Resumed, the server answers again and so does the pool.
-    {
-        auto sql = pool.acquire();
-        int one = 0;
-        *sql << "select 1", soci::into(one);
-        CHECK(one == 1);
-    }
+    scenarios::mariadb_stopped_then_serves(need(mysql), "plain", [](soci::session&) {});
 }
 
 TEST_CASE("MySQL: more clients than the user's max_user_connections all get through with "

@@ -17,10 +17,13 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace servers::scenarios {
@@ -280,6 +283,82 @@ inline void stale_transaction_rolled_back(const server_kind& server) {
     CHECK(st.created == 1);
     CHECK(st.closed == 0);
     *admin << "drop table warmpool_stale_tx";
+}
+
+/// mariadbd's process id, from the pid file the server names itself.
+inline pid_t mariadb_server_pid(soci::session& admin) {
+    std::string file;
+    admin << "select @@pid_file", soci::into(file);
+    std::ifstream in(file);
+    long long pid = 0;
+    in >> pid;
+    return static_cast<pid_t>(pid);
+}
+
+/// MariaDB serves every connection from one process, so hanging "the backend" means stopping
+/// the whole server (SIGSTOP): a ping due gives up after validation_timeout, and the caller gets
+/// an error within the acquire deadline plus one connect attempt (the kernel still accepts TCP
+/// connections for a stopped server, so each attempt waits for a handshake that never comes,
+/// bounded by connect_timeout) instead of hanging; once the server runs again, the pool serves.
+/// `check_session` runs on the session that serves again (e.g. that it is still TLS).
+template <class Check>
+void mariadb_stopped_then_serves(const std::string& cs, const char* label, Check check_session) {
+    auto admin = admin_session(cs);
+    const pid_t server = mariadb_server_pid(*admin);
+    REQUIRE(server > 1);
+    warmpool::options o = pool_of(1);
+    o.validation_window = milliseconds{100};
+    o.validation_timeout = milliseconds{1'000};
+    o.acquire_timeout = milliseconds{3'000};
+    warmpool::soci_pool pool(cs, o);
+    {
+        auto sql = pool.acquire();
+        (void)mysql_connection_id(*sql);
+    }
+    std::this_thread::sleep_for(milliseconds{150}); // past the validation window: a ping is due
+
+    long long took = 0;
+    std::string outcome;
+    {
+        stopped_process freeze(server);
+        REQUIRE(freeze.stopped());
+        // Should the pool hang after all, this resumes the server so the test fails instead
+        // of hanging the suite.
+        std::atomic<bool> done{false};
+        std::thread watchdog([&] {
+            eventually([&] { return done.load(); }, milliseconds{20'000});
+            if (!done.load()) {
+                ::kill(server, SIGCONT);
+            }
+        });
+        const auto start = steady::now();
+        try {
+            auto sql = pool.acquire();
+            outcome = "acquired";
+        } catch (const warmpool::connect_error& e) {
+            outcome = std::string("connect_error: ") + e.what();
+        } catch (const warmpool::acquire_timeout& e) {
+            outcome = std::string("acquire_timeout: ") + e.what();
+        }
+        took = elapsed_ms(start);
+        done = true;
+        watchdog.join();
+    }
+    MESSAGE(label << ": server stopped: " << outcome << " after " << took << " ms");
+    CHECK(outcome.rfind("acquired", 0) != 0);
+    // validation_timeout (1 s) + acquire_timeout (3 s) + one connect attempt in flight (its
+    // connect_timeout is at least 2 s) + slack for a loaded machine.
+    CHECK(took < 1'000 + 3'000 + 2'000 + 4'000);
+    const auto st = pool.stats();
+    CHECK(st.pings == 1);
+    CHECK(st.validation_failures == 1);
+
+    // Resumed, the server answers again and so does the pool.
+    auto sql = pool.acquire();
+    int one = 0;
+    *sql << "select 1", soci::into(one);
+    CHECK(one == 1);
+    check_session(*sql);
 }
 
 } // namespace servers::scenarios
