@@ -27,6 +27,12 @@ struct config {
     /// logged; log the pool's target() instead.
     std::string database;
 
+    /// DATABASE_PASSWORD_FILE: a file holding the database password, read again before every
+    /// connect (a secrets extension or a token refresher rewrites it on rotation), so a rotated
+    /// password takes effect at the next connect without a restart. Empty when unset; then
+    /// DATABASE carries the password, if any.
+    std::string password_file;
+
     /// AWS_LAMBDA_MAX_CONCURRENCY: how many invocations this process serves at once (one
     /// /next loop per thread, and as many pooled connections). 1 when unset.
     unsigned concurrency = 1;
@@ -53,5 +59,15 @@ struct config {
     /// Reads and checks the environment. Throws config_error.
     static config from_environment();
 };
+
+/// The password in `path`: its content without one trailing newline (LF or CRLF). Throws
+/// warmpool::connect_error naming the path but never the content: transient (a rotation may be
+/// rewriting the file) when the file cannot be read, is empty, or holds a line break or NUL
+/// inside; permanent when the password holds a blank, quote or backslash, which a SOCI connect
+/// string cannot carry safely.
+std::string read_password_file(const std::string& path);
+
+/// `params` with ` password='<password>'` appended (a password read_password_file accepted).
+std::string with_password(const std::string& params, const std::string& password);
 
 } // namespace ledger_example

@@ -111,10 +111,24 @@ warmpool::options pool_options(const config& cfg) {
     return o;
 }
 
+/// DATABASE, and with DATABASE_PASSWORD_FILE a connect_params hook that reads the file before
+/// every connect: a rotated password is used from the next connect on (a thaw's reconnect, a
+/// replaced connection, max_lifetime's renewal). What the hook returns never appears in the
+/// pool's messages; read_password_file's errors name the path only.
+warmpool::soci_config database_config(const config& cfg) {
+    warmpool::soci_config sc(cfg.database);
+    if (!cfg.password_file.empty()) {
+        sc.connect_params = [file = cfg.password_file](const std::string& params) {
+            return with_password(params, read_password_file(file));
+        };
+    }
+    return sc;
+}
+
 /// The pool: built once per process at init, kept across invocations and through a snapshot.
 /// It connects nothing yet. Throws std::invalid_argument for a malformed DATABASE.
 warmpool::soci_pool& make_pool(const config& cfg) {
-    static warmpool::soci_pool pool(cfg.database, pool_options(cfg));
+    static warmpool::soci_pool pool(database_config(cfg), pool_options(cfg));
     return pool;
 }
 

@@ -11,9 +11,11 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -43,6 +45,7 @@ DEADLINE_ERROR_TYPES = (
     "DatabaseError",
     "DeadlineExceeded",
 )
+ROTATING_USER = "warmpool_rotating"  # the password-checked account (scripts/servers.sh)
 RESULT_WAIT_S = 20  # how long a check waits for any result before calling it lost
 REQUEST_ID_MAX_BYTES = 64  # the ledger's request_id is varchar(64)
 
@@ -270,6 +273,110 @@ class Database:
         return {r[0]: (r[1], int(r[2])) for r in rows}
 
 
+class RotatingAccount:
+    """The password-checked account ROTATING_USER (PostgreSQL checks its password because
+    scripts/servers.sh lists it with scram-sha-256 in pg_hba.conf; MariaDB checks every
+    account's), with the rights the ledger needs on the test database. Statements holding a
+    password are run so that a failure's message does not show them."""
+
+    def __init__(self, db):
+        self.db = db
+        self.owner = None
+
+    def _secret_sql(self, statement, what):
+        try:
+            self.db.sql(statement)
+        except DatabaseError as e:
+            # The message quotes the statement: keep only the server's answer after it.
+            raise DatabaseError(
+                f"{self.db.label}: {what} for {ROTATING_USER} failed: "
+                f"{str(e).rsplit(': ', 1)[-1][:300]}"
+            ) from None
+
+    def literal(self, password):
+        if self.db.kind == "postgresql":  # standard_conforming_strings: only ' is special
+            return "'" + password.replace("'", "''") + "'"
+        return "'" + password.replace("\\", "\\\\").replace("'", "''") + "'"
+
+    def create(self, password):
+        self.drop()
+        if self.db.kind == "postgresql":
+            self.owner = self.db.scalar("select current_user")
+            self._secret_sql(
+                f"create role {ROTATING_USER} login password {self.literal(password)}",
+                "create role",
+            )
+            # The ledger's init runs create table/index if not exists, which need CREATE on the
+            # schema and ownership of an existing table: membership in its owner gives that.
+            self.db.sql(f"grant create, usage on schema public to {ROTATING_USER}")
+            self.db.sql(f'grant "{self.owner}" to {ROTATING_USER}')
+        else:
+            self._secret_sql(
+                f"create user '{ROTATING_USER}'@'127.0.0.1' identified by "
+                f"{self.literal(password)}",
+                "create user",
+            )
+            # The test account has ALL PRIVILEGES without GRANT OPTION, so GRANT is refused; a
+            # row in mysql.db (dropped with the user) gives the same database-level rights.
+            database = self.db.params.get("db", self.db.params.get("dbname", ""))
+            self.db.sql(
+                "insert into mysql.db (Host, Db, User, Select_priv, Insert_priv, Update_priv, "
+                "Delete_priv, Create_priv, Index_priv) values ('127.0.0.1', "
+                f"'{database}', '{ROTATING_USER}', 'Y', 'Y', 'Y', 'Y', 'Y', 'Y')"
+            )
+            self.db.sql("flush privileges")
+
+    def set_password(self, password):
+        if self.db.kind == "postgresql":
+            statement = f"alter role {ROTATING_USER} password {self.literal(password)}"
+        else:
+            statement = (
+                f"alter user '{ROTATING_USER}'@'127.0.0.1' identified by {self.literal(password)}"
+            )
+        self._secret_sql(statement, "changing the password")
+
+    def terminate_sessions(self):
+        """Ends the account's sessions (scripts/servers.sh's terminate ends only the test
+        accounts' on MariaDB); returns how many there were."""
+        if self.db.kind == "postgresql":
+            return int(self.db.scalar(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                f"where usename = '{ROTATING_USER}'"))
+        ids = [r[0] for r in self.db.sql(
+            f"select id from information_schema.processlist where user = '{ROTATING_USER}'")]
+        for i in ids:
+            try:
+                self.db.sql(f"kill {int(i)}")
+            except DatabaseError:
+                pass  # it ended meanwhile
+        return len(ids)
+
+    def connect_string(self):
+        """The bootstrap's DATABASE for the account: the test server's, without a password."""
+        p = dict(self.db.params)
+        p.pop("password", None)
+        p["user"] = ROTATING_USER
+        if self.db.kind == "postgresql":
+            base = " ".join(f"{k}={_conninfo_quote(v)}" for k, v in p.items())
+        else:
+            base = " ".join(f"{k}={v}" for k, v in p.items())
+        scheme = self.db.connect_string.partition("://")[0]
+        return self.db.bootstrap_connect_string(f"{scheme}://{base}")
+
+    def drop(self):
+        if self.db.kind == "postgresql":
+            exists = self.db.scalar(
+                f"select count(*) from pg_roles where rolname = '{ROTATING_USER}'")
+            if exists != "0":
+                owner = self.owner or self.db.scalar("select current_user")
+                # A ledger table it created (when it ran first) is handed back before the drop.
+                self.db.sql(f'reassign owned by {ROTATING_USER} to "{owner}"')
+                self.db.sql(f"drop owned by {ROTATING_USER}")
+                self.db.sql(f"drop role {ROTATING_USER}")
+        else:
+            self.db.sql(f"drop user if exists '{ROTATING_USER}'@'127.0.0.1'")
+
+
 def _signal_all(pids, sig):
     """Signals each process; one that ended meanwhile (a backend closing) is no error."""
     for pid in pids:
@@ -325,11 +432,12 @@ class Suite:
         print(f"  [{run.db.label} / {scenario}] {message}", flush=True)
 
     # --- environments ---------------------------------------------------------------------------
-    def make_env(self, run, scenario, tree=False, database=None, **kw):
+    def make_env(self, run, scenario, tree=False, database=None, variables=None, **kw):
         self.env_count += 1
         name = f"{run.db.short}-{scenario}-{self.env_count}"
         bootstrap = self.args.tree_bootstrap if tree else self.args.zip_bootstrap
-        variables = {"DATABASE": database or run.db.bootstrap_connect_string()}
+        variables = dict(variables or {})
+        variables["DATABASE"] = database or run.db.bootstrap_connect_string()
         if not tree:
             # Lambda sets it for every runtime; the unzipped folder plays /var/task.
             variables["LAMBDA_TASK_ROOT"] = os.path.dirname(bootstrap)
@@ -1125,6 +1233,126 @@ class Suite:
         finally:
             self.finish_env(run, sc, env)
 
+    def rotate_while_frozen(self, run, scenario, env, account, file_text, server_password):
+        """Freezes the idle environment; while frozen: the server's password changes (unless
+        None), the password file is rewritten, the account's sessions are ended; stays frozen
+        past the validation window (a thaw then pings, and reconnects); thaws."""
+        env.freeze(timeout=10)
+        t0 = time.monotonic()
+        ports = env.tcp_connections(run.db.port)
+        try:
+            if server_password is not None:
+                account.set_password(server_password)
+            self.write_password_file(file_text)
+            account.terminate_sessions()
+            left = run.db.wait_sessions_gone(ports, 3)
+            if left:
+                self.fail(
+                    run,
+                    scenario,
+                    f"expected the frozen environment's {len(ports)} session(s) to be ended; "
+                    f"{left} still open",
+                )
+            rest = FREEZE_S - (time.monotonic() - t0)
+            if rest > 0:
+                time.sleep(rest)
+        finally:
+            env.thaw()
+
+    def write_password_file(self, text):
+        # Written beside and renamed over, as a secrets extension should: never seen half-written.
+        tmp = self.password_file + ".new"
+        with open(tmp, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, self.password_file)
+
+    def scenario_rotated_credentials(self, run):
+        """DATABASE without a password, DATABASE_PASSWORD_FILE naming a file: a cold start; the
+        password rotated (server and file) and the sessions ended while frozen, and the thaw's
+        reconnect uses the new one; a wrong password in the file fails the invocation with
+        warmpool.ConnectError, the password not shown; the file fixed, the next one succeeds.
+        No password ever appears in the runtime's log."""
+        sc = "rotated credentials"
+        tag = uuid.uuid4().hex[:8]
+        # No blank, quote or backslash: the bootstrap refuses those (docs/lambda.md).
+        first = f"first-{tag}-A1"
+        second = f"second.{tag}!x%"
+        wrong = f"wrong_{tag}#"
+        secrets = (first, second, wrong)
+        folder = tempfile.mkdtemp(prefix="warmpool-lambda-secret-")
+        self.password_file = os.path.join(folder, "password")
+        account = RotatingAccount(run.db)
+        env = None
+        acct = f"{run.prefix}rotating"
+        try:
+            account.create(first)
+            self.write_password_file(first + "\n")
+            env = self.make_env(
+                run,
+                "rotating",
+                database=account.connect_string(),
+                variables={"DATABASE_PASSWORD_FILE": self.password_file},
+            )
+            self.expect_kind(run, sc, self.send(run, sc, env, acct), "cold")
+            self.send(run, sc, env, acct)
+            if not self.alive_or_fail(run, sc, env):
+                return
+            sub = f"{sc}: thaw after rotation"
+            self.rotate_while_frozen(run, sub, env, account, second + "\r\n", second)
+            self.expect_kind(run, sub, self.send(run, sub, env, acct), "thaw")
+            self.send(run, sub, env, acct)
+
+            sub = f"{sc}: wrong password in the file"
+            self.rotate_while_frozen(run, sub, env, account, wrong + "\n", None)
+            inv = env.invoke(
+                self.event(run, acct, 1),
+                meta={"account": acct, "amount": 1, "work_ms": 0, "scenario": sub, "group": ""},
+            )
+            run.deliberate.append(inv)  # no ledger row may come of it
+            if not inv.wait(RESULT_WAIT_S):
+                self.fail(run, sub, f"expected a result within {RESULT_WAIT_S} s: {inv.describe()}")
+                run.uncertain.add(acct)
+            elif inv.outcome != "error" or inv.error_type != "warmpool.ConnectError":
+                self.fail(
+                    run,
+                    sub,
+                    f"expected /error with errorType 'warmpool.ConnectError' (the server refused "
+                    f"the password); got {inv.describe()}",
+                    env,
+                )
+                self.settle_deliberate(run, inv)
+            else:
+                self.say(run, sub, f"errorMessage: {(inv.error_message or '')[:200]}")
+            posted = (inv.body or b"").decode(errors="replace")
+            # The tag is in every password and nowhere else: any piece of one shows it.
+            if tag in posted or any(pw in posted for pw in secrets):
+                self.fail(run, sub, "expected no password in the posted error; it holds one")
+
+            sub = f"{sc}: file fixed"
+            self.write_password_file(second)
+            self.send(run, sub, env, acct)
+            if self.alive_or_fail(run, sc, env):
+                self.sigterm(run, sc, env)
+        finally:
+            if env is not None:
+                self.finish_env(run, sc, env)
+                try:
+                    with open(env.log_path, "rb") as f:
+                        log = f.read().decode(errors="replace")
+                except OSError as e:
+                    self.fail(run, sc, f"cannot read the runtime's log {env.log_path}: {e}")
+                    log = ""
+                if tag in log or any(pw in log for pw in secrets):
+                    self.fail(
+                        run,
+                        sc,
+                        f"expected no password in the runtime's log {env.log_path}; one appears",
+                    )
+            try:
+                account.drop()
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
     def check_ledger(self, run):
         """Exactly one row per successful invocation, keyed by request id, with its account and
         amount; none for the invocations that failed; balances match."""
@@ -1217,6 +1445,7 @@ class Suite:
             ("deadline", lambda: self.scenario_deadline(run)),
             ("escaped request ids", lambda: self.scenario_escaped_ids(run)),
             ("TLS", lambda: self.scenario_tls(run)),
+            ("rotated credentials", lambda: self.scenario_rotated_credentials(run)),
         ]
         try:
             for name, fn in scenarios:
