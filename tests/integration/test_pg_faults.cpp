@@ -65,39 +65,7 @@ TEST_CASE("PostgreSQL: a hung backend is given up after validation_timeout and r
           "bounded time" *
           skip_without(pg, sigstop)) {
     (void)need(sigstop);
-    auto admin = admin_session(need(pg));
-    warmpool::options o = pool_of(1);
-    o.validation_window = milliseconds{100};
-    o.validation_timeout = milliseconds{1'000};
-    warmpool::soci_pool pool(need(pg), o);
-
-    long long hung = 0;
-    {
-        auto sql = pool.acquire();
-        hung = pg_backend_pid(*sql);
-    }
-    std::this_thread::sleep_for(milliseconds{150}); // past the validation window: a ping is due
-
-    long long fresh = 0;
-    long long took = 0;
-    {
-        stopped_process freeze(static_cast<pid_t>(hung));
-        REQUIRE(freeze.stopped());
-        const auto start = steady::now();
-        auto sql = pool.acquire();
-        fresh = pg_backend_pid(*sql);
-        took = elapsed_ms(start);
-    }
-    MESSAGE("hung backend replaced after " << took << " ms");
-    // The ping's 1 s plus a connect: seconds, never a TCP timeout.
-    CHECK(took < 1'000 + 4'000);
-    CHECK(fresh != hung);
-    const auto st = pool.stats();
-    CHECK(st.pings == 1);
-    CHECK(st.validation_failures == 1);
-    CHECK(st.created == 2);
-    // Resumed, the old backend reads the goodbye the pool left it and exits.
-    CHECK(pg_backend_gone(*admin, hung));
+    scenarios::pg_hung_backend_replaced(need(pg), "plain", [](soci::session&) {});
 }
 
 TEST_CASE("PostgreSQL: under load with backends terminated every 50 ms, acquire never fails and "

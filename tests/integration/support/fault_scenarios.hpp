@@ -302,7 +302,8 @@ inline pid_t mariadb_server_pid(soci::session& admin) {
 /// bounded by connect_timeout) instead of hanging; once the server runs again, the pool serves.
 /// `check_session` runs on the session that serves again (e.g. that it is still TLS).
 template <class Check>
-void mariadb_stopped_then_serves(const std::string& cs, const char* label, Check check_session) {
+void mariadb_stopped_then_serves(const std::string& cs, const std::string& label,
+                                 Check check_session) {
     auto admin = admin_session(cs);
     const pid_t server = mariadb_server_pid(*admin);
     REQUIRE(server > 1);
@@ -359,6 +360,50 @@ void mariadb_stopped_then_serves(const std::string& cs, const char* label, Check
     *sql << "select 1", soci::into(one);
     CHECK(one == 1);
     check_session(*sql);
+}
+
+/// PostgreSQL: a backend stopped (SIGSTOP) while its connection sat idle past the validation
+/// window is given up after validation_timeout and replaced in bounded time; once resumed, the
+/// old backend reads the goodbye the pool left it and exits. `check_session` runs on the
+/// replacement (e.g. that it is still TLS).
+template <class Check>
+void pg_hung_backend_replaced(const std::string& cs, const std::string& label,
+                              Check check_session) {
+    auto admin = admin_session(cs);
+    warmpool::options o = pool_of(1);
+    o.validation_window = milliseconds{100};
+    o.validation_timeout = milliseconds{1'000};
+    warmpool::soci_pool pool(cs, o);
+
+    long long hung = 0;
+    {
+        auto sql = pool.acquire();
+        hung = pg_backend_pid(*sql);
+    }
+    std::this_thread::sleep_for(milliseconds{150}); // past the validation window: a ping is due
+
+    long long fresh = 0;
+    long long took = 0;
+    {
+        stopped_process freeze(static_cast<pid_t>(hung));
+        REQUIRE(freeze.stopped());
+        const auto start = steady::now();
+        auto sql = pool.acquire();
+        fresh = pg_backend_pid(*sql);
+        took = elapsed_ms(start);
+        check_session(*sql);
+    }
+    MESSAGE(label << ": hung backend replaced after " << took << " ms");
+    // The ping's 1 s plus a connect: seconds, never a TCP timeout.
+    CHECK(took >= 900); // the ping waited out validation_timeout (poll rounds to ms)
+    CHECK(took < 1'000 + 4'000);
+    CHECK(fresh != hung);
+    const auto st = pool.stats();
+    CHECK(st.pings == 1);
+    CHECK(st.validation_failures == 1);
+    CHECK(st.created == 2);
+    // Resumed, the old backend reads the goodbye the pool left it and exits.
+    CHECK(pg_backend_gone(*admin, hung));
 }
 
 } // namespace servers::scenarios
