@@ -3,6 +3,7 @@
 #pragma once
 
 #include <warmpool/events.hpp>
+#include <warmpool/fleet.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -102,6 +103,11 @@ struct options {
     bool background_housekeeping = false;
     duration housekeeping_interval{30'000};
 
+    /// The fleet policy (warmpool/fleet.hpp, docs/fleet.md): at a sampled give-back, ask the
+    /// server how full it is, close this connection when it is too full, and optionally end
+    /// the zombies of reclaimed instances. Off by default.
+    fleet_options fleet;
+
     /// Called for every pool event (connected, acquired, released, closed, …), outside the pool's
     /// lock, on the thread that caused it. Keep it cheap: acquired/released fire on every
     /// checkout. It must not throw; an exception it throws is swallowed.
@@ -169,10 +175,43 @@ struct options {
                                             " ms) is less than connect_backoff_base (" +
                                             std::to_string(connect_backoff_base.count()) + " ms)");
         }
+        if (fleet.enabled) {
+            validate_fleet(fail, non_negative);
+        }
         if (background_housekeeping && housekeeping_interval.count() <= 0) {
             fail("housekeeping_interval",
                  "is " + std::to_string(housekeeping_interval.count()) +
                      " ms; it must be > 0 when background_housekeeping is on");
+        }
+    }
+
+private:
+    template <class Fail, class NonNegative>
+    void validate_fleet(const Fail& fail, const NonNegative& non_negative) const {
+        // NaN fails every comparison, so each check is written to reject it.
+        if (!(fleet.sample_fraction > 0.0 && fleet.sample_fraction <= 1.0)) {
+            fail("fleet.sample_fraction", "is " + std::to_string(fleet.sample_fraction) +
+                                              "; it must be in (0, 1] (0.25: one give-back in "
+                                              "four asks the server)");
+        }
+        if (!(fleet.close_above > 0.0 && fleet.close_above <= 1.0)) {
+            fail("fleet.close_above", "is " + std::to_string(fleet.close_above) +
+                                          "; it must be in (0, 1] (0.8: close at 80% of the "
+                                          "server's connections)");
+        }
+        non_negative("fleet.sample_interval", fleet.sample_interval);
+        non_negative("fleet.capacity_ttl", fleet.capacity_ttl);
+        if (fleet.reap) {
+            if (fleet.reap_idle_after < duration{1'000}) {
+                fail("fleet.reap_idle_after",
+                     "is " + std::to_string(fleet.reap_idle_after.count()) +
+                         " ms; it must be >= 1000 ms (servers count idle time in whole seconds; "
+                         "choose it longer than an instance sits frozen between invocations)");
+            }
+            if (fleet.reap_max == 0 || fleet.reap_max > 1000) {
+                fail("fleet.reap_max", "is " + std::to_string(fleet.reap_max) +
+                                           "; it must be 1 to 1000 zombies per sample");
+            }
         }
     }
 };

@@ -67,6 +67,19 @@
 //       // is gone or belongs to another copy of the process. Without it the connection is
 //       // destroyed as usual, and its goodbye message goes out on the dead socket.
 //       static void abandon(connection&) noexcept;
+//
+//       // Optional. Needed only for options::fleet (warmpool/fleet.hpp): one round trip bounded
+//       // by `timeout` that reads the server's connection limits (when asked) and counts, and
+//       // terminates zombies when asked (PostgreSQL does it in the same round trip; MariaDB needs
+//       // one KILL more per zombie). Called at give-back, after rollback, reset and reusable().
+//       // Never throws: a failure is reported in the reading (ok, usable, error).
+//       static fleet_reading fleet_sample(connection&, const config&, const fleet_request&,
+//                                         std::chrono::milliseconds timeout) noexcept;
+//
+//       // Optional, with fleet_sample: "" when the config's backend can take part in the fleet
+//       // policy, otherwise why not (SQLite has no server to share). The pool's constructor
+//       // throws std::invalid_argument with it when options::fleet is on.
+//       static std::string fleet_unsupported(const config&);
 //   };
 //
 // Closing a connection is destroying it: the pool resets its unique_ptr outside its lock, so the
@@ -76,6 +89,8 @@
 //
 // Every member may be called from any thread, concurrently for different connections; the pool
 // never calls two members on the same connection at once, and never while holding its lock.
+
+#include <warmpool/fleet.hpp>
 
 #include <chrono>
 #include <memory>
@@ -154,6 +169,32 @@ struct nothrow_abandon : std::false_type {};
 template <class T>
 struct nothrow_abandon<T, std::void_t<decltype(T::abandon(WARMPOOL_DETAIL_CONNECTION))>>
     : std::bool_constant<noexcept(T::abandon(WARMPOOL_DETAIL_CONNECTION))> {};
+// fleet_sample: returns a fleet_reading; fleet_unsupported: returns something like a string.
+template <class T, class = void>
+struct has_fleet_sample : std::false_type {};
+template <class T>
+struct has_fleet_sample<T, std::void_t<decltype(T::fleet_sample(
+                               WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                               std::declval<const fleet_request&>(), std::chrono::milliseconds{}))>>
+    : std::is_same<decltype(T::fleet_sample(WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                                            std::declval<const fleet_request&>(),
+                                            std::chrono::milliseconds{})),
+                   fleet_reading> {};
+template <class T, class = void>
+struct nothrow_fleet_sample : std::false_type {};
+template <class T>
+struct nothrow_fleet_sample<
+    T, std::void_t<decltype(T::fleet_sample(WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                                            std::declval<const fleet_request&>(),
+                                            std::chrono::milliseconds{}))>>
+    : std::bool_constant<noexcept(
+          T::fleet_sample(WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                          std::declval<const fleet_request&>(), std::chrono::milliseconds{}))> {};
+template <class T, class = void>
+struct has_fleet_unsupported : std::false_type {};
+template <class T>
+struct has_fleet_unsupported<T, std::void_t<decltype(T::fleet_unsupported(WARMPOOL_DETAIL_CONFIG))>>
+    : std::is_convertible<decltype(T::fleet_unsupported(WARMPOOL_DETAIL_CONFIG)), std::string> {};
 WARMPOOL_DETAIL_BOOL_MEMBER(ping, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
 WARMPOOL_DETAIL_BOOL_MEMBER(in_transaction, WARMPOOL_DETAIL_CONNECTION)
 WARMPOOL_DETAIL_BOOL_MEMBER(rollback, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
@@ -206,6 +247,9 @@ constexpr bool check_traits() {
                   "warmpool traits: reusable(connection&, const config&) must be noexcept");
     static_assert(nothrow_abandon<T>::value || !has_abandon<T>::value,
                   "warmpool traits: abandon(connection&) must be noexcept");
+    static_assert(nothrow_fleet_sample<T>::value || !has_fleet_sample<T>::value,
+                  "warmpool traits: fleet_sample(connection&, const config&, const "
+                  "fleet_request&, milliseconds) must be noexcept");
     static_assert(has_describe<T>::value,
                   "warmpool traits: needs `static std::string describe(const config&)`");
     return true;
