@@ -21,6 +21,7 @@ enum class close_reason : std::uint8_t {
     rejected_on_release, ///< the traits' reusable() (e.g. soci_config::on_release) said no
     abandoned, ///< forgotten by abandon_connections() (a snapshot restore): nothing was sent on it
     drained,   ///< closed while idle by close_idle() (e.g. before a snapshot)
+    fleet_pressure, ///< closed at give-back: the server was at or above options::fleet.close_above
 };
 
 /// A stable lower-case name for logs and metrics labels.
@@ -46,22 +47,27 @@ constexpr std::string_view to_string(close_reason r) noexcept {
         return "abandoned";
     case close_reason::drained:
         return "drained";
+    case close_reason::fleet_pressure:
+        return "fleet_pressure";
     }
     return "unknown";
 }
 
 enum class event_type : std::uint8_t {
-    connected,         ///< a new connection opened; elapsed = connect time (retries included)
-    connect_failed,    ///< one connect attempt failed; message = the backend's error
-    acquired,          ///< a lease was handed out; elapsed = time the caller waited
-    released,          ///< a lease came back; elapsed = how long it was held
-    rolled_back,       ///< a transaction left open was rolled back on give-back
-    reset,             ///< a connection given back was reset (options::reset_on_release)
-    validation_failed, ///< an idle connection failed its socket check or ping
-    closed,            ///< a connection closed; reason says why
-    leak_suspected,    ///< a lease has been held longer than options::leak_threshold
-    leak_returned,     ///< a lease reported as leak_suspected came back; elapsed = time held
-    forked,            ///< a fork() was noticed; the child abandoned the parent's connections
+    connected,           ///< a new connection opened; elapsed = connect time (retries included)
+    connect_failed,      ///< one connect attempt failed; message = the backend's error
+    acquired,            ///< a lease was handed out; elapsed = time the caller waited
+    released,            ///< a lease came back; elapsed = how long it was held
+    rolled_back,         ///< a transaction left open was rolled back on give-back
+    reset,               ///< a connection given back was reset (options::reset_on_release)
+    validation_failed,   ///< an idle connection failed its socket check or ping
+    closed,              ///< a connection closed; reason says why
+    leak_suspected,      ///< a lease has been held longer than options::leak_threshold
+    leak_returned,       ///< a lease reported as leak_suspected came back; elapsed = time held
+    forked,              ///< a fork() was noticed; the child abandoned the parent's connections
+    fleet_sampled,       ///< options::fleet asked the server at give-back; elapsed = the round
+                         ///< trip, message = the counts, zombies ended, and the decision
+    fleet_sample_failed, ///< that query failed or timed out; message = why
 };
 
 constexpr std::string_view to_string(event_type t) noexcept {
@@ -88,6 +94,10 @@ constexpr std::string_view to_string(event_type t) noexcept {
         return "leak_returned";
     case event_type::forked:
         return "forked";
+    case event_type::fleet_sampled:
+        return "fleet_sampled";
+    case event_type::fleet_sample_failed:
+        return "fleet_sample_failed";
     }
     return "unknown";
 }

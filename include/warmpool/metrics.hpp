@@ -380,6 +380,7 @@ inline constexpr closed_counter closed_counters[] = {
     {close_reason::rejected_on_release, &pool_stats::closed_rejected_on_release},
     {close_reason::abandoned, &pool_stats::closed_abandoned},
     {close_reason::drained, &pool_stats::closed_drained},
+    {close_reason::fleet_pressure, &pool_stats::closed_fleet_pressure},
 };
 
 // Two sources with the same pool_name and the same labels (in any order) would write the same
@@ -546,6 +547,27 @@ inline std::string render_prometheus(const std::vector<metrics_source>& sources)
     w.family("db_client_connection_forks_total", "counter",
              "fork()s noticed; the child drops the connections it inherited.");
     w.samples("db_client_connection_forks_total", [](const source& s) { return s.stats.forks; });
+    w.family("db_client_connection_fleet_samples_total", "counter",
+             "Give-backs that asked the server how full it is (options::fleet).");
+    w.samples("db_client_connection_fleet_samples_total",
+              [](const source& s) { return s.stats.fleet_samples; });
+    w.family("db_client_connection_fleet_sample_failures_total", "counter",
+             "Fleet samples whose query failed or timed out.");
+    w.samples("db_client_connection_fleet_sample_failures_total",
+              [](const source& s) { return s.stats.fleet_sample_failures; });
+    w.family("db_client_connection_fleet_reaped_total", "counter",
+             "Zombie connections of the same application ended by fleet samples.");
+    w.samples("db_client_connection_fleet_reaped_total",
+              [](const source& s) { return s.stats.fleet_reaped; });
+    w.family("db_client_connection_fleet_server_in_use", "gauge",
+             "Server connections in use at the last fleet sample, against the binding limit.");
+    w.samples("db_client_connection_fleet_server_in_use",
+              [](const source& s) { return s.stats.fleet_in_use; });
+    w.family("db_client_connection_fleet_server_capacity", "gauge",
+             "The binding connection limit at the last fleet sample (server's or user's); 0 "
+             "before the first.");
+    w.samples("db_client_connection_fleet_server_capacity",
+              [](const source& s) { return s.stats.fleet_capacity; });
     return w.take();
 }
 

@@ -59,6 +59,7 @@ public:
     explicit basic_pool(config_type config, options opts = {})
         : config_(std::move(config)), opts_(validated(std::move(opts))),
           target_(Traits::describe(config_)), rng_(seed()) {
+        check_fleet_support();
         // Reserved up front so bookkeeping under the lock never allocates.
         all_.reserve(opts_.max_size);
         idle_.reserve(opts_.max_size);
@@ -274,6 +275,7 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         rng_.seed(fresh_seed);
         ++world_epoch_;
+        fleet_capacity_known_ = false; // the server's limits are read again at the next sample
         const auto now = detail::cheap_now<Clock>();
         const auto wall = detail::cheap_now<wall_clock>();
         for (const auto& p : all_) {
@@ -407,6 +409,23 @@ private:
             *d = std::min(*d, options::forever);
         }
         return o;
+    }
+
+    // options::fleet needs the traits' fleet_sample(), and a backend that has a server to share.
+    void check_fleet_support() const {
+        if (!opts_.fleet.enabled) {
+            return;
+        }
+        if constexpr (!detail::has_fleet_sample<Traits>::value) {
+            throw std::invalid_argument(
+                "warmpool::options::fleet.enabled is on, but these traits have no "
+                "fleet_sample(): turn it off, or give the traits one (see warmpool/traits.hpp)");
+        } else if constexpr (detail::has_fleet_unsupported<Traits>::value) {
+            const std::string why = Traits::fleet_unsupported(config_);
+            if (!why.empty()) {
+                throw std::invalid_argument("warmpool::options::fleet.enabled is on, but " + why);
+            }
+        }
     }
 
     static std::uint_fast32_t seed() noexcept {
@@ -994,7 +1013,7 @@ private:
             // Leased when abandon_connections() ran: not a byte more on it, rollback included.
             why = close_reason::abandoned;
         }
-        const release_work work = why == close_reason::none ? tidy(*s, why) : release_work{};
+        release_work work = why == close_reason::none ? tidy(*s, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
@@ -1012,19 +1031,34 @@ private:
             if (leak_returned) {
                 emit({event_type::leak_returned, id, close_reason::none, held, {}});
             }
+            if (work.fleet) {
+                emit_fleet(id, *work.fleet);
+            }
             emit({event_type::released, id, close_reason::none, held, {}});
         }
         destroy_one(std::move(doomed));
     }
 
+    // A fleet sample taken at give-back (options::fleet), and what settle_locked made of it.
+    struct fleet_result {
+        fleet_reading reading;
+        bool with_capacity = false;
+        std::chrono::microseconds took{0};
+        std::size_t capacity = 0; // the binding limit (0: unknown, no decision)
+        std::size_t in_use = 0;   // against it, zombies just ended excluded
+        bool over = false;        // at or above close_above
+        bool closing = false;     // so this connection is closed (fleet_pressure)
+    };
+
     struct release_work {
         bool rolled_back = false;
         bool reset = false;
+        std::optional<fleet_result> fleet;
     };
 
     // Under the lock, the bookkeeping of a give-back: counts, then pools the connection (or
     // hands it to a waiter) or takes it out to be closed.
-    void settle_locked(slot* s, close_reason& why, const release_work& work,
+    void settle_locked(slot* s, close_reason& why, release_work& work,
                        std::chrono::microseconds& held, bool& leak_returned,
                        std::unique_ptr<slot>& doomed) {
         const auto now = detail::cheap_now<Clock>();
@@ -1051,6 +1085,9 @@ private:
         }
         if (why == close_reason::none && now >= s->expires) {
             why = close_reason::max_lifetime;
+        }
+        if (work.fleet) {
+            settle_fleet_locked(*work.fleet, why, now);
         }
         if (why != close_reason::none) {
             s->close_why = why;
@@ -1109,7 +1146,154 @@ private:
                 why = close_reason::rejected_on_release;
             }
         }
+        if (opts_.fleet.enabled && why == close_reason::none && !abandoned()) {
+            sample_fleet(c, why, done);
+        }
         return done;
+    }
+
+    // --- the fleet policy (warmpool/fleet.hpp) ------------------------------------------------
+
+    // Outside the lock, last at give-back: on a sampled give-back, one round trip asks the
+    // server how full it is (and ends zombies, when asked). Unsampled give-backs only take the
+    // lock for the coin. A query that failed in a way that leaves the connection unreadable
+    // (timeout, I/O error) closes it, as a failed rollback does.
+    void sample_fleet(connection_type& c, close_reason& why, release_work& done) noexcept {
+        if constexpr (detail::has_fleet_sample<Traits>::value) {
+            fleet_request req;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                const time_point now = Clock::now();
+                if (!fleet_due_locked(now)) {
+                    return;
+                }
+                fleet_last_sample_ = now;
+                fleet_sampled_ = true;
+                req.with_capacity = !fleet_capacity_known_ ||
+                                    now - fleet_capacity_read_ >= opts_.fleet.capacity_ttl;
+                req.reap = opts_.fleet.reap;
+                if (req.reap) {
+                    req.reap_idle_after = opts_.fleet.reap_idle_after;
+                    req.reap_max = opts_.fleet.reap_max;
+                }
+            }
+            fleet_result r;
+            r.with_capacity = req.with_capacity;
+            const time_point start = Clock::now();
+            r.reading = Traits::fleet_sample(c, config_, req, opts_.validation_timeout);
+            r.took = micros(Clock::now() - start);
+            if (!r.reading.ok && !r.reading.usable) {
+                why = close_reason::broken;
+            }
+            done.fleet.emplace(std::move(r));
+        } else {
+            (void)c;
+            (void)why;
+            (void)done;
+        }
+    }
+
+    // Whether this give-back samples: not within sample_interval of the last sample, then a
+    // coin weighted by sample_fraction (none at 1, so a fraction of 1 is deterministic).
+    bool fleet_due_locked(time_point now) {
+        const fleet_options& f = opts_.fleet;
+        if (fleet_sampled_ && f.sample_interval.count() > 0 &&
+            now - fleet_last_sample_ < f.sample_interval) {
+            return false;
+        }
+        if (f.sample_fraction >= 1.0) {
+            return true;
+        }
+        std::uniform_real_distribution<double> coin(0.0, 1.0);
+        return coin(rng_) < f.sample_fraction;
+    }
+
+    // Under the lock at give-back: counts the sample, refreshes the cached capacity, and closes
+    // the connection when the fleet is at or above close_above of the binding limit (the
+    // server's or the user's, whichever is fuller). Not when a caller waits for it: handing it
+    // over takes no slot from the server, while closing it would make that caller open one.
+    void settle_fleet_locked(fleet_result& r, close_reason& why, time_point now) {
+        ++stats_.fleet_samples;
+        if (!r.reading.ok) {
+            ++stats_.fleet_sample_failures;
+            return;
+        }
+        stats_.fleet_reaped += r.reading.reaped;
+        if (r.with_capacity && r.reading.server_capacity > 0) {
+            fleet_server_capacity_ = r.reading.server_capacity;
+            fleet_user_capacity_ = r.reading.user_capacity;
+            fleet_capacity_read_ = now;
+            fleet_capacity_known_ = true;
+        }
+        if (!fleet_capacity_known_) {
+            return; // the server's limit could not be read: no basis for a decision
+        }
+        // The zombies just ended were counted (same user, same server) but their slots are
+        // free, or about to be.
+        const auto less_reaped = [&r](std::size_t n) {
+            return n > r.reading.reaped ? n - r.reading.reaped : std::size_t{0};
+        };
+        r.capacity = fleet_server_capacity_;
+        r.in_use = less_reaped(r.reading.server_in_use);
+        if (fleet_user_capacity_ > 0) {
+            const std::size_t user_in_use = less_reaped(r.reading.user_in_use);
+            // user_in_use / user_cap > in_use / capacity, without division.
+            if (static_cast<double>(user_in_use) * static_cast<double>(r.capacity) >
+                static_cast<double>(r.in_use) * static_cast<double>(fleet_user_capacity_)) {
+                r.capacity = fleet_user_capacity_;
+                r.in_use = user_in_use;
+            }
+        }
+        stats_.fleet_capacity = r.capacity;
+        stats_.fleet_in_use = r.in_use;
+        r.over = static_cast<double>(r.in_use) >=
+                 opts_.fleet.close_above * static_cast<double>(r.capacity);
+        if (r.over && why == close_reason::none && waiters_.empty()) {
+            why = close_reason::fleet_pressure;
+            r.closing = true;
+        }
+    }
+
+    void emit_fleet(std::uint64_t id, const fleet_result& r) const noexcept {
+        try {
+            if (!r.reading.ok) {
+                const std::string text = "the fleet sample failed: " + r.reading.error +
+                                         (r.reading.usable ? "" : "; the connection is closed");
+                emit({event_type::fleet_sample_failed, id, close_reason::none, r.took, text});
+                return;
+            }
+            std::string text;
+            if (r.capacity == 0) {
+                text = "server connections: " + std::to_string(r.reading.server_in_use) +
+                       " in use, limit unknown: no decision";
+            } else {
+                const auto percent = r.in_use * 100 / r.capacity;
+                text = "connections: " + std::to_string(r.in_use) + " in use of " +
+                       std::to_string(r.capacity) + " (" + std::to_string(percent) + "%, " +
+                       (r.capacity == fleet_user_capacity_ && r.capacity != fleet_server_capacity_
+                            ? "the user's limit"
+                            : "the server's limit") +
+                       ")";
+            }
+            if (r.reading.reaped > 0) {
+                text += "; ended " + std::to_string(r.reading.reaped) + " zombie connection" +
+                        (r.reading.reaped == 1 ? "" : "s");
+            }
+            if (!r.reading.reap_error.empty()) {
+                text += "; zombies not ended: " + r.reading.reap_error;
+            }
+            if (r.capacity != 0) {
+                const auto threshold = static_cast<long>(opts_.fleet.close_above * 100.0 + 0.5);
+                text += r.closing ? "; at or above fleet.close_above (" +
+                                        std::to_string(threshold) + "%): this connection is closed"
+                        : r.over ? "; at or above fleet.close_above (" + std::to_string(threshold) +
+                                       "%), but a caller is waiting for this connection: kept"
+                                 : "; kept";
+            }
+            emit({event_type::fleet_sampled, id, close_reason::none, r.took, text});
+        } catch (...) {
+            // Out of memory for the message: the event is dropped, the pool carries on.
+        }
     }
 
     // A connection becomes free. A caller that has waited handoff_after or longer gets it
@@ -1196,6 +1380,9 @@ private:
             break;
         case close_reason::drained:
             ++stats_.closed_drained;
+            break;
+        case close_reason::fleet_pressure:
+            ++stats_.closed_fleet_pressure;
             break;
         case close_reason::pool_closed:
         case close_reason::none:
@@ -1471,6 +1658,13 @@ private:
     std::atomic<std::uint64_t> abandon_epoch_{0};
     std::string last_connect_error_;
     std::minstd_rand rng_;
+    // The fleet policy's memory (options::fleet), under mutex_.
+    time_point fleet_last_sample_{};
+    bool fleet_sampled_ = false;
+    time_point fleet_capacity_read_{};
+    bool fleet_capacity_known_ = false;
+    std::size_t fleet_server_capacity_ = 0;
+    std::size_t fleet_user_capacity_ = 0;
     pool_stats stats_;
     std::unique_ptr<std::thread> housekeeper_;
     std::vector<std::unique_ptr<slot>> inherited_; // leased out when this process forked

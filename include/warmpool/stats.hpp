@@ -58,17 +58,20 @@ struct pool_stats {
     std::size_t max_size = 0;   ///< options::max_size, for ratios
 
     // Counters.
-    std::uint64_t created = 0;             ///< connections opened
-    std::uint64_t closed = 0;              ///< connections closed, all reasons (sum of closed_*)
-    std::uint64_t acquired = 0;            ///< leases handed out
-    std::uint64_t timeouts = 0;            ///< acquire() calls that threw acquire_timeout
-    std::uint64_t validation_failures = 0; ///< idle connections found dead at checkout
-    std::uint64_t connect_failures = 0;    ///< failed connect attempts (each retry counts)
-    std::uint64_t pings = 0;               ///< validation round trips
-    std::uint64_t rollbacks = 0;           ///< open transactions rolled back on give-back
-    std::uint64_t resets = 0;              ///< sessions reset on give-back (reset_on_release)
-    std::uint64_t leaks_suspected = 0;     ///< leases held past options::leak_threshold
-    std::uint64_t forks = 0;               ///< fork()s noticed (in the child)
+    std::uint64_t created = 0;               ///< connections opened
+    std::uint64_t closed = 0;                ///< connections closed, all reasons (sum of closed_*)
+    std::uint64_t acquired = 0;              ///< leases handed out
+    std::uint64_t timeouts = 0;              ///< acquire() calls that threw acquire_timeout
+    std::uint64_t validation_failures = 0;   ///< idle connections found dead at checkout
+    std::uint64_t connect_failures = 0;      ///< failed connect attempts (each retry counts)
+    std::uint64_t pings = 0;                 ///< validation round trips
+    std::uint64_t rollbacks = 0;             ///< open transactions rolled back on give-back
+    std::uint64_t resets = 0;                ///< sessions reset on give-back (reset_on_release)
+    std::uint64_t leaks_suspected = 0;       ///< leases held past options::leak_threshold
+    std::uint64_t forks = 0;                 ///< fork()s noticed (in the child)
+    std::uint64_t fleet_samples = 0;         ///< give-backs that asked the server (options::fleet)
+    std::uint64_t fleet_sample_failures = 0; ///< of those, queries that failed or timed out
+    std::uint64_t fleet_reaped = 0;          ///< zombie connections those samples ended
 
     // Closes by reason (see close_reason).
     std::uint64_t closed_idle_timeout = 0;
@@ -80,6 +83,12 @@ struct pool_stats {
     std::uint64_t closed_rejected_on_release = 0;
     std::uint64_t closed_abandoned = 0;
     std::uint64_t closed_drained = 0;
+    std::uint64_t closed_fleet_pressure = 0;
+
+    // The last successful fleet sample (options::fleet): 0 until one ran. Utilization is the
+    // higher of in use / capacity for the server and for the user, before this pool's decision.
+    std::size_t fleet_capacity = 0; ///< the binding limit: the server's or the user's
+    std::size_t fleet_in_use = 0;   ///< connections counted against it, zombies ended excluded
 
     // Waiting: only acquire() calls that had to queue for another user count here.
     std::uint64_t waits = 0;                      ///< acquires that queued

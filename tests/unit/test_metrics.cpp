@@ -40,7 +40,7 @@ warmpool::metrics_source hand_built() {
     st.connecting = 1;
     st.max_size = 8;
     st.created = 11;
-    st.closed = 196;
+    st.closed = 255; // the sum of closed_* below
     st.acquired = 1234;
     st.timeouts = 5;
     st.validation_failures = 6;
@@ -59,6 +59,12 @@ warmpool::metrics_source hand_built() {
     st.closed_rejected_on_release = 27;
     st.closed_abandoned = 28;
     st.closed_drained = 29;
+    st.closed_fleet_pressure = 30;
+    st.fleet_samples = 41;
+    st.fleet_sample_failures = 42;
+    st.fleet_reaped = 43;
+    st.fleet_in_use = 44;
+    st.fleet_capacity = 45;
     st.waits = 31;
     st.wait_time_total = microseconds(2'500'001);
     st.wait_time_max = microseconds(750'000);
@@ -258,6 +264,7 @@ db_client_connection_closed_total{pool_name="orders",service="billing",reason="p
 db_client_connection_closed_total{pool_name="orders",service="billing",reason="rejected_on_release"} 27
 db_client_connection_closed_total{pool_name="orders",service="billing",reason="abandoned"} 28
 db_client_connection_closed_total{pool_name="orders",service="billing",reason="drained"} 29
+db_client_connection_closed_total{pool_name="orders",service="billing",reason="fleet_pressure"} 30
 # HELP db_client_connection_connect_failures_total Failed connect attempts, each retry counted.
 # TYPE db_client_connection_connect_failures_total counter
 db_client_connection_connect_failures_total{pool_name="orders",service="billing"} 9
@@ -288,6 +295,21 @@ db_client_connection_queued_max_seconds{pool_name="orders",service="billing"} 0.
 # HELP db_client_connection_forks_total fork()s noticed; the child drops the connections it inherited.
 # TYPE db_client_connection_forks_total counter
 db_client_connection_forks_total{pool_name="orders",service="billing"} 17
+# HELP db_client_connection_fleet_samples_total Give-backs that asked the server how full it is (options::fleet).
+# TYPE db_client_connection_fleet_samples_total counter
+db_client_connection_fleet_samples_total{pool_name="orders",service="billing"} 41
+# HELP db_client_connection_fleet_sample_failures_total Fleet samples whose query failed or timed out.
+# TYPE db_client_connection_fleet_sample_failures_total counter
+db_client_connection_fleet_sample_failures_total{pool_name="orders",service="billing"} 42
+# HELP db_client_connection_fleet_reaped_total Zombie connections of the same application ended by fleet samples.
+# TYPE db_client_connection_fleet_reaped_total counter
+db_client_connection_fleet_reaped_total{pool_name="orders",service="billing"} 43
+# HELP db_client_connection_fleet_server_in_use Server connections in use at the last fleet sample, against the binding limit.
+# TYPE db_client_connection_fleet_server_in_use gauge
+db_client_connection_fleet_server_in_use{pool_name="orders",service="billing"} 44
+# HELP db_client_connection_fleet_server_capacity The binding connection limit at the last fleet sample (server's or user's); 0 before the first.
+# TYPE db_client_connection_fleet_server_capacity gauge
+db_client_connection_fleet_server_capacity{pool_name="orders",service="billing"} 45
 )golden";
 
 } // namespace
@@ -442,7 +464,7 @@ TEST_CASE("with two pools every family is written once, all its samples together
         REQUIRE(at != std::string::npos);
         pools_in[family].insert(line.substr(at, line.find('"', at + 11) + 1 - at));
     }
-    CHECK(type_of.size() == 23);
+    CHECK(type_of.size() == 28);
     for (const auto& entry : pools_in) { // not a structured binding: CAPTURE is a lambda
         const std::string& name = entry.first;
         CAPTURE(name);

@@ -17,6 +17,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace warmpool_test {
 
@@ -74,6 +75,18 @@ struct mock_server {
     // Called once, then cleared, inside the next peer_closed(), ping() or rollback(): another
     // thread's move while the pool is on the wire with this connection.
     std::function<void()> during_peer_check, during_ping, during_rollback;
+
+    // The fleet policy's view of the server: what fleet_sample() reports (reaped is capped at
+    // the request's reap_max and counted only when reaping was asked for), whether the query
+    // hangs (uses its whole timeout, then fails, leaving the connection unusable) or fails
+    // cleanly, and each request the pool made.
+    warmpool::fleet_reading fleet{true, true, 20, 0, 5, 5, 0, {}, {}};
+    unsigned fleet_zombies = 0;              // ended by the next reaping sample, up to reap_max
+    std::chrono::milliseconds fleet_cost{0}; // manual time one sample takes
+    bool fleet_hangs = false;
+    bool fleet_fails = false;
+    std::string fleet_unsupported; // what fleet_unsupported() answers
+    std::vector<warmpool::fleet_request> fleet_requests;
 
     static void run_once(std::function<void()>& hook) {
         if (hook) {
@@ -209,6 +222,45 @@ struct mock_traits {
     }
 
     static bool reusable(connection& c, const config&) noexcept { return c.reusable; }
+
+    static warmpool::fleet_reading fleet_sample(connection& c, const config& server,
+                                                const warmpool::fleet_request& req,
+                                                std::chrono::milliseconds timeout) noexcept {
+        (void)c;
+        std::lock_guard<std::mutex> lock(server->mutex);
+        server->fleet_requests.push_back(req);
+        if (server->fleet_hangs) {
+            manual_clock::advance(timeout);
+            warmpool::fleet_reading failed;
+            failed.usable = false;
+            failed.error = "mock: no answer within " + std::to_string(timeout.count()) + " ms";
+            return failed;
+        }
+        if (server->fleet_cost.count() > 0) {
+            manual_clock::advance(server->fleet_cost);
+        }
+        if (server->fleet_fails) {
+            warmpool::fleet_reading failed;
+            failed.error = "mock: permission denied for pg_stat_activity";
+            return failed;
+        }
+        warmpool::fleet_reading r = server->fleet;
+        if (!req.with_capacity) {
+            r.server_capacity = 0;
+            r.user_capacity = 0;
+        }
+        r.reaped = 0;
+        if (req.reap) {
+            r.reaped = std::min(server->fleet_zombies, req.reap_max);
+            server->fleet_zombies -= r.reaped;
+        }
+        return r;
+    }
+
+    static std::string fleet_unsupported(const config& server) {
+        std::lock_guard<std::mutex> lock(server->mutex);
+        return server->fleet_unsupported;
+    }
 
     static std::string describe(const config&) { return "mock://db user=app password=***"; }
 };
