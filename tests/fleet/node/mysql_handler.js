@@ -80,10 +80,10 @@ const password = dbConfig.password;
 
 let killed = 0; // KILLs by this instance's end(), logged once end() returns
 let lastConnectError = null; // what the last failed connect attempt said
+let connected = false; // this instance holds an established connection
 
 const mysql = require('serverless-mysql')({
     config: dbConfig,
-    onConnect: () => fleetLog('connected'),
     onConnectError: (e) => {
         lastConnectError = e;
         if (TOO_MANY.has(e.code)) fleetLog('too_many_connections');
@@ -93,10 +93,21 @@ const mysql = require('serverless-mysql')({
         if (TOO_MANY.has(e.code)) fleetLog('too_many_connections');
         fleetLog(`connect_retry code=${e.code || 'none'} retry=${retries} delay_ms=${delay}`);
     },
-    // This instance's own connection failed (killed by another instance, or lost).
-    onError: (e) => fleetLog(`lost_own code=${e.code || 'none'}`),
+    onConnect: () => {
+        connected = true;
+        fleetLog('connected');
+    },
+    // The connection's 'error' event: also fired for a refused connect (counted above), so a
+    // lost connection is one that had been established (killed by another instance, or lost).
+    onError: (e) => {
+        if (connected) fleetLog(`lost_own code=${e.code || 'none'}`);
+        connected = false;
+    },
     // end() closed this instance's own connection: over the utilization limit, nothing to kill.
-    onClose: () => fleetLog('closed_own'),
+    onClose: () => {
+        connected = false;
+        fleetLog('closed_own');
+    },
     onKill: () => ++killed,
     onKillError: (e) => fleetLog(`kill_error code=${e.code || 'none'}`),
 });

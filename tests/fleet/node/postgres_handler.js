@@ -98,8 +98,13 @@ class ObservedClient extends pg.Client {
     constructor(config) {
         super(config);
         // Registered before the module's own listener, so it is seen even when that one
-        // rethrows (which ends the process: see runtime.js).
-        this.on('error', (e) => fleetLog(`lost_own code=${e.code || 'none'}`));
+        // rethrows (which ends the process: see runtime.js). Once per connection: a terminated
+        // one reports the server's 57P01 and then "Connection terminated unexpectedly".
+        let lost = false;
+        this.on('error', (e) => {
+            if (!lost) fleetLog(`lost_own code=${e.code || 'none'}`);
+            lost = true;
+        });
     }
 
     async connect(...args) {
