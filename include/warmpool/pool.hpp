@@ -1046,6 +1046,7 @@ private:
         std::chrono::microseconds took{0};
         std::size_t capacity = 0; // the binding limit (0: unknown, no decision)
         std::size_t in_use = 0;   // against it, zombies just ended excluded
+        bool user_limit = false;  // the binding limit is the user's, not the server's
         bool over = false;        // at or above close_above
         bool closing = false;     // so this connection is closed (fleet_pressure)
     };
@@ -1242,6 +1243,7 @@ private:
                 static_cast<double>(r.in_use) * static_cast<double>(fleet_user_capacity_)) {
                 r.capacity = fleet_user_capacity_;
                 r.in_use = user_in_use;
+                r.user_limit = true;
             }
         }
         stats_.fleet_capacity = r.capacity;
@@ -1270,10 +1272,7 @@ private:
                 const auto percent = r.in_use * 100 / r.capacity;
                 text = "connections: " + std::to_string(r.in_use) + " in use of " +
                        std::to_string(r.capacity) + " (" + std::to_string(percent) + "%, " +
-                       (r.capacity == fleet_user_capacity_ && r.capacity != fleet_server_capacity_
-                            ? "the user's limit"
-                            : "the server's limit") +
-                       ")";
+                       (r.user_limit ? "the user's limit" : "the server's limit") + ")";
             }
             if (r.reading.reaped > 0) {
                 text += "; ended " + std::to_string(r.reading.reaped) + " zombie connection" +
