@@ -12,6 +12,9 @@
 #     bash scripts/servers.sh stop          # uses $WARMPOOL_TEST_SERVERS_DIR
 #
 # WARMPOOL_SERVERS chooses which to start (default "postgresql mariadb pgbouncer").
+# WARMPOOL_PG_OPTIONS and WARMPOOL_MYSQL_OPTIONS add server options after the defaults (which they
+# override), e.g. "-c max_connections=20" and "--max-connections=20 --extra-port=PORT" for the
+# fleet benchmark (tests/fleet); blank-separated words, no quoting. Unset: the defaults below.
 #
 # What the tests get (all exported):
 #   WARMPOOL_TEST_PG, WARMPOOL_TEST_POSTGRESQL   SOCI connect string of the PostgreSQL server
@@ -198,6 +201,7 @@ HBA
     local opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=50 -c fsync=off"
     opts+=" -c ssl=on -c ssl_cert_file=$WARMPOOL_TEST_SERVERS_DIR/tls/server.crt"
     opts+=" -c ssl_key_file=$dir/server.key"
+    [[ -z "${WARMPOOL_PG_OPTIONS:-}" ]] || opts+=" $WARMPOOL_PG_OPTIONS"
     cat >"$WARMPOOL_TEST_SERVERS_DIR/pg_ctl" <<CTL
 #!/usr/bin/env bash
 # Controls the PostgreSQL server of warmpool's tests (see scripts/servers.sh).
@@ -292,6 +296,7 @@ _wps_start_mariadb() {
     start_cmd+=" --ssl-cert=$tls_dir/server.crt --ssl-key=$dir/server.key --ssl-ca=$tls_dir/ca.crt"
     start_cmd+=" --bind-address=127.0.0.1 --pid-file=$pidf --log-error=$log --skip-name-resolve"
     start_cmd+=" --skip-log-bin --innodb-buffer-pool-size=64M --max-connections=100 ${user_opt[*]}"
+    [[ -z "${WARMPOOL_MYSQL_OPTIONS:-}" ]] || start_cmd+=" $WARMPOOL_MYSQL_OPTIONS"
     cat >"$WARMPOOL_TEST_SERVERS_DIR/mysql_ctl" <<CTL
 #!/usr/bin/env bash
 # Controls the MariaDB server of warmpool's tests (see scripts/servers.sh).
