@@ -47,6 +47,10 @@
 //   fork         the child never pings, rolls back, resets, closes or hands out a connection
 //                its parent opened
 //   transaction, reset   a lease never starts with the last user's transaction or session state
+//   fleet        with options::fleet on (a third of the seeds), the sample at give-back comes
+//                after the rollback, never on a connection being closed or abandoned, within
+//                validation_timeout; a hung sample's connection is never handed out again
+//                (condemned); fleet_pressure closes never outnumber samples over the threshold
 //
 // The pool's own randomness cannot be replayed, so the schedules keep it out of every outcome:
 // connect backoff is 0, and max_lifetime is below 40 ms (its 2.5 % jitter rounds to 0 ms) or
@@ -310,6 +314,18 @@ setup make_setup(std::uint64_t seed, rng& r) {
     o.connect_backoff_base = ms{0};
     o.connect_backoff_cap = ms{0};
     o.background_housekeeping = false;
+    // The fleet policy in a third of the runs: every give-back samples (a fraction below 1
+    // would draw from the pool's random_device), with or without an interval and a capacity
+    // cache. Drawn last, so the choices above stay what they were for every seed.
+    if (r.chance(33)) {
+        o.fleet.enabled = true;
+        o.fleet.sample_fraction = 1.0;
+        o.fleet.sample_interval = ms{r.pick({0, 0, 5})};
+        o.fleet.capacity_ttl = ms{r.pick({0, 10, max_ms})};
+        o.fleet.close_above = 0.8;
+        o.fleet.reap = r.chance(50);
+        o.fleet.reap_idle_after = ms{1'000};
+    }
     return su;
 }
 
@@ -462,6 +478,9 @@ struct coverage {
         abandoned_connecting,
         distrust_pings,
         unsure_pings,
+        fleet_samples,
+        fleet_closes,
+        fleet_failures,
         known_defects,
         items
     };
@@ -499,6 +518,9 @@ struct coverage {
                                                  "abandoned mid-connect",
                                                  "pings after world_changed",
                                                  "pings for an unsure socket",
+                                                 "fleet samples",
+                                                 "closed for fleet pressure",
+                                                 "fleet samples failed",
                                                  "seeds meeting a known defect (not failed)"};
         std::string out;
         for (std::size_t i = 0; i < items; ++i) {
@@ -529,6 +551,9 @@ public:
         sim_clock::reset();
         world_ = std::make_unique<sim_world>(su_.opts.max_size, su_.opts.validation_timeout,
                                              su_.opts.reset_on_release);
+        if (su_.opts.fleet.enabled) {
+            world_->enable_fleet();
+        }
         warmpool::options o = su_.opts;
         o.on_event = [this](const warmpool::event& e) {
             on_event(e);
@@ -1560,10 +1585,11 @@ private:
                      " closed, the pool counts " + n(s.created) + " created and " + n(s.closed) +
                      " closed (" + n(w.opened_while_closing) + " opened after close() began)");
         }
-        const std::uint64_t by_reason =
-            s.closed_idle_timeout + s.closed_max_lifetime + s.closed_validation_failed +
-            s.closed_broken + s.closed_invalidated + s.closed_pool_closed +
-            s.closed_rejected_on_release + s.closed_abandoned + s.closed_drained;
+        const std::uint64_t by_reason = s.closed_idle_timeout + s.closed_max_lifetime +
+                                        s.closed_validation_failed + s.closed_broken +
+                                        s.closed_invalidated + s.closed_pool_closed +
+                                        s.closed_rejected_on_release + s.closed_abandoned +
+                                        s.closed_drained + s.closed_fleet_pressure;
         same("closed vs the sum of closed_*", ll(s.closed), ll(by_reason));
         const auto reason = [&](close_reason r) {
             return closed_by[reason_index(r)];
@@ -1580,6 +1606,17 @@ private:
              reason(close_reason::rejected_on_release));
         same("closed_abandoned", ll(s.closed_abandoned), reason(close_reason::abandoned));
         same("closed_drained", ll(s.closed_drained), reason(close_reason::drained));
+        same("closed_fleet_pressure", ll(s.closed_fleet_pressure),
+             reason(close_reason::fleet_pressure));
+        // Fleet: each sample counted once; each close for pressure follows a sample that read
+        // the server over the threshold; each hung sample closed its connection (condemned).
+        // A give-back in a busy thread may have sampled and not yet counted.
+        within("samples the server saw vs fleet_samples", w.fleet_samples, ll(s.fleet_samples));
+        within("failed samples vs fleet_sample_failures", w.fleet_failed,
+               ll(s.fleet_sample_failures));
+        expect(ll(s.closed_fleet_pressure) <= ll(w.fleet_over), "counters",
+               "closed_fleet_pressure is " + n(ll(s.closed_fleet_pressure)) + ", but only " +
+                   n(ll(w.fleet_over)) + " samples read the server over the threshold");
         // Exactly the connections abandoned are destroyed silently (after the traits'
         // abandon()); every other close says goodbye.
         same("closed_abandoned vs silent closes the server saw", ll(s.closed_abandoned),
@@ -1732,6 +1769,9 @@ private:
         add(coverage::connect_failures, s.connect_failures);
         add(coverage::drained, s.closed_drained);
         add(coverage::abandoned, s.closed_abandoned);
+        add(coverage::fleet_samples, s.fleet_samples);
+        add(coverage::fleet_closes, s.closed_fleet_pressure);
+        add(coverage::fleet_failures, s.fleet_sample_failures);
         cov_.n[coverage::abandoned_connecting] += world_->counts().opened_across_abandon;
         pool_.reset();
         sched_.reset();

@@ -156,6 +156,35 @@ struct sim_world {
         slow_left_ = n;
     }
 
+    // --- the fleet policy -------------------------------------------------------------------
+
+    /// options::fleet is on for this run (fleet_sample() may be called only then).
+    void enable_fleet() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        fleet_enabled_ = true;
+    }
+
+    /// What the next sample finds, on a fixed cycle so that a seed replays: every third reads
+    /// the server over the threshold (9 of 10), every eleventh hangs.
+    enum class fleet_answer { under, over, hang };
+    fleet_answer next_fleet_answer() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++tallies_.fleet_samples;
+        if (!fleet_enabled_) {
+            violations_.push_back({"contract", "fleet_sample() called with options::fleet off"});
+        }
+        const int n = fleet_cycle_++;
+        if (n % 11 == 10) {
+            ++tallies_.fleet_hung;
+            return fleet_answer::hang;
+        }
+        if (n % 3 == 1) {
+            ++tallies_.fleet_over;
+            return fleet_answer::over;
+        }
+        return fleet_answer::under;
+    }
+
     // --- fork ---------------------------------------------------------------------------
 
     /// The simulated process forks and goes on as the child: every connection open now belongs
@@ -196,6 +225,10 @@ struct sim_world {
         int polite_closes = 0; // destroyed with the backend's goodbye
         int opened_across_abandon = 0; // connects under way when abandon_connections() ran
         int unsure_answers = 0;        // peer_closed() said peer_state::unsure
+        int fleet_samples = 0;         // fleet_sample() calls
+        int fleet_over = 0;            // ... that read the server at or above close_above
+        int fleet_hung = 0;            // ... that hung (the connection must then be closed)
+        int fleet_failed = 0;          // ... that failed: hung, or too slow for the timeout
     };
 
     tallies counts() const {
@@ -437,6 +470,8 @@ private:
     bool pool_closing_ = false;
     bool pool_closed_ = false;
     bool reaping_ = false;
+    bool fleet_enabled_ = false;
+    int fleet_cycle_ = 0;
     std::uint64_t last_id_ = 0;
     std::map<std::uint64_t, sim_connection*> alive_; // by id, so iteration order is fixed
     std::map<std::uint64_t, gone_info> gone_;
@@ -766,6 +801,58 @@ struct sim_traits {
                 ++op->abandoned_connects; // its own connect, forgotten and made again
             }
         }
+    }
+
+    /// The fleet policy's round trip at give-back: after the rollback (never inside the user's
+    /// transaction), never on a connection the pool is about to close or has abandoned, bounded
+    /// by validation_timeout. A hung one condemns the connection: it must not be handed out
+    /// again.
+    static warmpool::fleet_reading fleet_sample(connection& c, const config&,
+                                                const warmpool::fleet_request& req,
+                                                ms timeout) noexcept {
+        c.world.touched(c, "sampled the fleet on", true);
+        c.world.sends(c, "sampled the fleet on");
+        if (timeout <= ms{0} || timeout > c.world.validation_timeout()) {
+            c.world.violate("contract", "fleet_sample was given " +
+                                            std::to_string(timeout.count()) +
+                                            " ms; expected a positive bound of at most "
+                                            "options::validation_timeout");
+        }
+        if (c.in_tx) {
+            c.world.violate("contract", "fleet_sample on connection #" + std::to_string(c.id) +
+                                            " with the user's transaction still open");
+        }
+        if (c.condemned) {
+            c.world.violate("contract", "fleet_sample on connection #" + std::to_string(c.id) +
+                                            ", which its rollback, reset or veto condemned");
+        }
+        warmpool::fleet_reading r;
+        switch (c.world.next_fleet_answer()) {
+        case sim_world::fleet_answer::hang:
+            sim_world::busy_on(c, "fleet sample", sim_world::hang_for(timeout));
+            c.world.count(&sim_world::tallies::fleet_failed);
+            c.condemned = true;
+            r.usable = false;
+            r.error = "sim: no answer";
+            return r;
+        case sim_world::fleet_answer::over:
+            r.server_in_use = 9;
+            break;
+        case sim_world::fleet_answer::under:
+            r.server_in_use = 2;
+            break;
+        }
+        if (c.slow && !sim_world::round_trip(c, "fleet sample", ms{2}, timeout)) {
+            c.world.count(&sim_world::tallies::fleet_failed);
+            c.condemned = true;
+            r.usable = false;
+            r.error = "sim: timed out";
+            return r;
+        }
+        r.ok = true;
+        r.server_capacity = req.with_capacity ? 10 : 0;
+        r.user_in_use = r.server_in_use;
+        return r;
     }
 
     static std::string describe(const config&) { return "sim://db user=app password=***"; }
