@@ -96,7 +96,10 @@
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <cerrno> // program_invocation_short_name (glibc)
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -164,6 +167,48 @@ inline bool names_factory(std::string_view type, std::string_view name) {
     const bool whole_before = before == ':' || (before >= '0' && before <= '9');
     const bool whole_after = end == type.size() || type[end] == 'E';
     return whole_before && whole_after;
+}
+
+/// soci_config::application_name's default: the Lambda function's name when the process runs
+/// in AWS Lambda, else the program's name; "" when neither is known.
+inline std::string default_application_name() {
+    const char* const lambda = std::getenv("AWS_LAMBDA_FUNCTION_NAME");
+    if (lambda != nullptr && *lambda != '\0') {
+        return lambda;
+    }
+#if defined(__GLIBC__)
+    if (program_invocation_short_name != nullptr && *program_invocation_short_name != '\0') {
+        return program_invocation_short_name;
+    }
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__)
+    if (const char* const name = ::getprogname(); name != nullptr && *name != '\0') {
+        return name;
+    }
+#endif
+    std::string name;
+    if (std::FILE* const comm = std::fopen("/proc/self/comm", "r")) {
+        char buf[64] = {};
+        if (std::fgets(buf, sizeof buf, comm) != nullptr) {
+            name = buf;
+        }
+        std::fclose(comm);
+    }
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) {
+        name.pop_back();
+    }
+    return name;
+}
+
+/// What PostgreSQL keeps of an application_name: printable ASCII (other bytes become '?', as
+/// the server itself would do), at most 63 bytes (NAMEDATALEN - 1; the server would cut it).
+/// Blanks become '_': SOCI 4.0.3 splits a keyword=value connect string at every blank, even
+/// inside quotes, and a URI would carry them, so the same name would name two fleets.
+inline std::string sanitized_application_name(std::string_view name) {
+    std::string out;
+    for (const char c : name.substr(0, 63)) {
+        out += c == ' ' ? '_' : c > 0x20 && c <= 0x7e ? c : '?';
+    }
+    return out;
 }
 
 } // namespace soci_impl
@@ -261,6 +306,18 @@ public:
     /// when the lease changed session state you cannot undo. An exception counts as false.
     /// Runs on the thread giving the lease back, outside the pool's lock; keep it cheap.
     std::function<bool(soci::session&)> on_release;
+
+    /// The name PostgreSQL sessions report (application_name, shown in pg_stat_activity), used
+    /// by the fleet policy (options::fleet, warmpool/fleet.hpp) to tell fleets apart: only
+    /// idle connections of the same name, user and database are reaped. Default: the
+    /// environment's AWS_LAMBDA_FUNCTION_NAME when set, else the program's name
+    /// (program_invocation_short_name, /proc/self/comm). It is sent as libpq's
+    /// fallback_application_name, so an application_name already in the connect string (or
+    /// PGAPPNAME in the environment) wins. Blanks become '_' (SOCI 4.0.3 cannot pass them in a
+    /// keyword=value connect string), other bytes outside printable ASCII '?', and it is cut to
+    /// 63 bytes, PostgreSQL's limit (so two names alike in their first 63 bytes are one fleet).
+    /// Empty: none added. Other backends ignore it.
+    std::string application_name = soci_impl::default_application_name();
 
     /// The backend name, as SOCI knows it ("postgresql", "mysql", "sqlite3", …).
     const std::string& backend() const noexcept { return backend_; }
@@ -491,8 +548,47 @@ inline unsigned mysql_error_number(const std::exception& e) noexcept {
 #endif
 }
 
+/// Appends soci_config::application_name to PostgreSQL parameters as
+/// fallback_application_name, quoted for the keyword form or percent-encoded for a URI, unless
+/// the parameters name an application already.
+inline void add_application_name(std::string& p, bool keyword_form, const std::string& name) {
+    const std::string app = sanitized_application_name(name);
+    if (app.empty() || detail::soci_cs::has_keyword(p, "application_name") ||
+        detail::soci_cs::has_keyword(p, "fallback_application_name")) {
+        return;
+    }
+    if (keyword_form) {
+        std::string quoted = "'";
+        for (const char c : app) {
+            if (c == '\'' || c == '\\') {
+                quoted += '\\';
+            }
+            quoted += c;
+        }
+        p += (p.empty() ? "" : " ") + std::string("fallback_application_name=") + quoted + "'";
+        return;
+    }
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string encoded;
+    for (const char c : app) {
+        const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+                                c == '~';
+        if (unreserved) {
+            encoded += c;
+        } else {
+            encoded += '%';
+            encoded += hex[(static_cast<unsigned char>(c) >> 4) & 0xf];
+            encoded += hex[static_cast<unsigned char>(c) & 0xf];
+        }
+    }
+    p += (p.find('?') == std::string::npos ? "?" : "&") +
+         std::string("fallback_application_name=") + encoded;
+}
+
 /// The parameters handed to SOCI: the user's, plus a connect timeout where the backend takes
-/// one and the user set none, plus a scheme for a bare PostgreSQL URI.
+/// one and the user set none, plus a scheme for a bare PostgreSQL URI and, for PostgreSQL,
+/// soci_config::application_name.
 inline std::string effective_params(const soci_config& cfg, std::string p,
                                     std::chrono::milliseconds timeout) {
     // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there. The ceiling, about
@@ -515,6 +611,7 @@ inline std::string effective_params(const soci_config& cfg, std::string p,
                      std::string("connect_timeout=") + std::to_string(seconds);
             }
         }
+        add_application_name(p, keyword_form, cfg.application_name);
     } else if (cfg.backend() == "mysql") {
         if (!detail::soci_cs::has_keyword(p, "connect_timeout")) {
             p += (p.empty() ? "" : " ") + std::string("connect_timeout=") + std::to_string(seconds);
@@ -772,6 +869,68 @@ struct soci_traits {
         } catch (...) {
             return false;
         }
+    }
+
+    /// options::fleet (warmpool/fleet.hpp): the server's connection counts and limits, and
+    /// zombies of the same application reaped when asked, all within `timeout`. PostgreSQL: one
+    /// round trip (warmpool/soci/postgresql.hpp); MariaDB/MySQL: one, plus one KILL per zombie
+    /// and one lock release when reaping (warmpool/soci/mysql.hpp). Elsewhere ok = false: the
+    /// pool refuses such a config first (fleet_unsupported). The error texts are the server's
+    /// or the client library's words about the statement and the socket: no connect string,
+    /// so no secret, is in them.
+    static fleet_reading fleet_sample(soci::session& s, const soci_config& cfg,
+                                      const fleet_request& req,
+                                      std::chrono::milliseconds timeout) noexcept {
+        namespace impl = soci_impl;
+        switch (impl::kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::fleet_sample(s, req, timeout);
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::fleet_sample(s, req, timeout);
+#endif
+        default:
+            break;
+        }
+        (void)req;
+        (void)timeout;
+        fleet_reading r;
+        try {
+            r.error = fleet_unsupported(cfg);
+            if (r.error.empty()) {
+                r.error = "the session's backend has no fleet sample";
+            }
+        } catch (...) {
+            // Out of memory: the reading says !ok without words.
+        }
+        return r;
+    }
+
+    /// "" when `cfg`'s backend can take part in the fleet policy (PostgreSQL, MariaDB/MySQL with
+    /// native checks compiled in); otherwise why not.
+    static std::string fleet_unsupported(const soci_config& cfg) {
+        const std::string& b = cfg.backend();
+        if (b == "sqlite3") {
+            return "the fleet policy manages connections to a server shared by many processes, "
+                   "and SQLite has none (its database is a file opened in process): turn "
+                   "options::fleet off for sqlite3";
+        }
+        if ((b == "postgresql" && WARMPOOL_SOCI_POSTGRESQL_NATIVE) ||
+            (b == "mysql" && WARMPOOL_SOCI_MYSQL_NATIVE)) {
+            return {};
+        }
+        if (b == "postgresql" || b == "mysql") {
+            return "the fleet policy needs the adapter's native checks for " + b +
+                   ", which this program compiled out (WARMPOOL_SOCI_" +
+                   (b == "postgresql" ? std::string("POSTGRESQL") : std::string("MYSQL")) +
+                   "=0, the portable fallback): compile them in (README: \"SOCI backends and "
+                   "the native checks\") or turn options::fleet off";
+        }
+        return "the fleet policy needs native checks, which only the postgresql and mysql "
+               "backends have; backend \"" +
+               b + "\" has the portable fallback only: turn options::fleet off";
     }
 
     /// "backend://parameters" with every password value replaced by "***".

@@ -33,6 +33,8 @@
 //                   MariaDB server, the role put back (below): two round trips, three when a
 //                   role must be set. A Connector/C too old for that API (before 3.0) makes
 //                   reset() return false: reset_on_release then closes at every give-back.
+//   fleet_sample    one SELECT through the non-blocking API, plus one KILL per zombie and one
+//                   lock release when reaping (see fleet_sample() below).
 //
 // MYSQL_OPT_NONBLOCK is documented for use before connecting, but Connector/C accepts it on a
 // connection SOCI opened: it only allocates the context the *_start/*_cont calls run on (once
@@ -85,10 +87,13 @@
     "warmpool: WARMPOOL_SOCI_MYSQL=1 needs MariaDB Connector/C's <mysql.h> (libmariadb), which serves MySQL servers too; MySQL's own libmysqlclient lacks the calls the checks make. Define WARMPOOL_SOCI_MYSQL=0 for the portable fallback."
 #endif
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -136,6 +141,8 @@ struct functions {
     decltype(&::mysql_get_ssl_cipher) get_ssl_cipher = nullptr;
     decltype(&::mysql_send_query) send_query = nullptr;
     decltype(&::mysql_read_query_result) read_query_result = nullptr;
+    decltype(&::mysql_errno) error_number = nullptr;
+    decltype(&::mysql_error) error_text = nullptr;
     // The non-blocking API, for reset(); all or none (`nonblocking`).
     bool nonblocking = false;
     decltype(&::mysql_options) options = nullptr;
@@ -149,6 +156,7 @@ struct functions {
     decltype(&::mysql_store_result_cont) store_cont = nullptr;
     decltype(&::mysql_fetch_row) fetch_row = nullptr;
     decltype(&::mysql_free_result) free_result = nullptr;
+    decltype(&::mysql_num_fields) num_fields = nullptr;
 };
 
 #if WARMPOOL_SOCI_MYSQL_NATIVE == 2
@@ -167,6 +175,8 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.get_ssl_cipher, "mysql_get_ssl_cipher");
     get(f.send_query, "mysql_send_query");
     get(f.read_query_result, "mysql_read_query_result");
+    get(f.error_number, "mysql_errno");
+    get(f.error_text, "mysql_error");
     if (!all) {
         return false;
     }
@@ -181,6 +191,7 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.store_cont, "mysql_store_result_cont");
     get(f.fetch_row, "mysql_fetch_row");
     get(f.free_result, "mysql_free_result");
+    get(f.num_fields, "mysql_num_fields");
     f.nonblocking = all;
     return true;
 }
@@ -196,6 +207,8 @@ inline const functions* api() noexcept {
         f.get_ssl_cipher = &::mysql_get_ssl_cipher;
         f.send_query = &::mysql_send_query;
         f.read_query_result = &::mysql_read_query_result;
+        f.error_number = &::mysql_errno;
+        f.error_text = &::mysql_error;
         f.nonblocking = true;
         f.options = &::mysql_options;
         f.get_option = &::mysql_get_option;
@@ -208,6 +221,7 @@ inline const functions* api() noexcept {
         f.store_cont = &::mysql_store_result_cont;
         f.fetch_row = &::mysql_fetch_row;
         f.free_result = &::mysql_free_result;
+        f.num_fields = &::mysql_num_fields;
         return f;
     }();
     return &linked;
@@ -365,45 +379,99 @@ bool drive(int fd, steady::time_point deadline, Start&& start, Cont&& cont) noex
     return true;
 }
 
-/// The first row of a result, two columns: values and whether each is NULL.
-struct two_values {
-    std::string value[2];
-    bool null[2] = {true, true};
+/// The first row of a result: each column's text ("" for NULL) and whether it is NULL.
+struct row_values {
+    std::vector<std::string> value;
+    std::vector<bool> null;
+
+    bool is_null(std::size_t i) const noexcept { return i >= null.size() || null[i]; }
+    const std::string& text(std::size_t i) const noexcept {
+        static const std::string none;
+        return i < value.size() ? value[i] : none;
+    }
+    long long number(std::size_t i, long long otherwise = 0) const noexcept {
+        if (is_null(i) || value[i].empty()) {
+            return otherwise;
+        }
+        char* end = nullptr;
+        const long long n = std::strtoll(value[i].c_str(), &end, 10);
+        return end != nullptr && *end == '\0' ? n : otherwise;
+    }
+};
+
+/// How a statement sent through the non-blocking API ended.
+enum class query_end {
+    done,         // answered as asked
+    server_error, // the server refused it, cleanly (mysql_errno tells why): the connection is
+                  // usable
+    lost,         // the deadline passed or the connection failed: it may be mid-command
 };
 
 /// One statement through the non-blocking API, bounded by `deadline`. With `row` it must
-/// return a row, whose first two columns land there; without, it must return no result set.
-inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string& sql,
-                        steady::time_point deadline, two_values* row = nullptr) {
+/// return a row, all of whose columns land there (a statement returning none is a
+/// server_error with mysql_errno 0); without, it must return no result set.
+inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                               steady::time_point deadline, row_values* row = nullptr) {
     int ret = 1;
     if (!drive(
             fd, deadline,
             [&] {
                 return my.query_start(&ret, c, sql.data(), static_cast<unsigned long>(sql.size()));
             },
-            [&](int ready) { return my.query_cont(&ret, c, ready); }) ||
-        ret != 0) {
-        return false;
+            [&](int ready) { return my.query_cont(&ret, c, ready); })) {
+        return query_end::lost;
+    }
+    if (ret != 0) {
+        // Client-side errors (CR_*, 2000 to 2999: server gone, connection lost, out of sync)
+        // leave the connection unusable; the server's own are clean refusals.
+        const unsigned number = my.error_number(c);
+        return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
     }
     MYSQL_RES* result = nullptr;
     if (!drive(
             fd, deadline, [&] { return my.store_start(&result, c); },
             [&](int ready) { return my.store_cont(&result, c, ready); })) {
-        return false;
+        return query_end::lost;
     }
     if (result == nullptr) {
-        return row == nullptr;
+        if (my.error_number(c) != 0) {
+            return query_end::lost; // the result set was cut off
+        }
+        return row == nullptr ? query_end::done : query_end::server_error;
     }
-    bool ok = false;
+    query_end end = query_end::server_error;
     if (MYSQL_ROW r = my.fetch_row(result)) {
-        ok = row != nullptr;
-        for (int i = 0; ok && i < 2; ++i) {
-            row->null[i] = r[i] == nullptr;
-            row->value[i] = r[i] != nullptr ? r[i] : "";
+        if (row != nullptr) {
+            const unsigned n = my.num_fields(result);
+            row->value.assign(n, std::string());
+            row->null.assign(n, true);
+            for (unsigned i = 0; i < n; ++i) {
+                row->null[i] = r[i] == nullptr;
+                if (r[i] != nullptr) {
+                    row->value[i] = r[i];
+                }
+            }
+            end = query_end::done;
         }
     }
     my.free_result(result); // a stored result: no I/O
-    return ok;
+    return end;
+}
+
+/// query_outcome(), answered as asked or not.
+inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                        steady::time_point deadline, row_values* row = nullptr) {
+    return query_outcome(my, c, fd, sql, deadline, row) == query_end::done;
+}
+
+/// Gives the connection the context Connector/C's non-blocking calls run on (see the top of
+/// this file); false when it cannot.
+inline bool make_nonblocking(const functions& my, MYSQL* c) noexcept {
+    my_bool has_context = 0;
+    if (my.get_option(c, MYSQL_OPT_NONBLOCK, &has_context) != 0 || has_context == 0) {
+        return my.options(c, MYSQL_OPT_NONBLOCK, nullptr) == 0;
+    }
+    return true;
 }
 
 /// `name` as a quoted identifier. Not called quoted(): with <iomanip> included first, a call
@@ -433,11 +501,8 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
     }
     try {
         const auto deadline = steady::now() + timeout;
-        my_bool has_context = 0;
-        if (my->get_option(c, MYSQL_OPT_NONBLOCK, &has_context) != 0 || has_context == 0) {
-            if (my->options(c, MYSQL_OPT_NONBLOCK, nullptr) != 0) {
-                return false;
-            }
+        if (!make_nonblocking(*my, c)) {
+            return false;
         }
         int ret = 1;
         if (!drive(
@@ -450,16 +515,16 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
         if (server == nullptr || std::strstr(server, "MariaDB") == nullptr) {
             return !in_transaction(s);
         }
-        two_values roles; // the active one, and the user's default, which a new connection has
+        row_values roles; // the active one, and the user's default, which a new connection has
         if (!query_async(*my, c, fd,
                          "SELECT CURRENT_ROLE(), (SELECT ROLE_NAME FROM "
                          "information_schema.APPLICABLE_ROLES WHERE IS_DEFAULT = 'YES' LIMIT 1)",
                          deadline, &roles)) {
             return false;
         }
-        if (roles.null[0] != roles.null[1] || roles.value[0] != roles.value[1]) {
+        if (roles.is_null(0) != roles.is_null(1) || roles.text(0) != roles.text(1)) {
             const std::string set =
-                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted_identifier(roles.value[1]);
+                roles.is_null(1) ? "SET ROLE NONE" : "SET ROLE " + quoted_identifier(roles.text(1));
             if (!query_async(*my, c, fd, set, deadline)) {
                 return false;
             }
@@ -469,6 +534,235 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
         return false;
     }
 }
+// --- The fleet policy (warmpool/fleet.hpp) ------------------------------------------------
+
+/// The named-lock prefix a reaper marks its victims with (GET_LOCK, held from its SELECT until
+/// its KILLs are done): with the connection id appended, at most 64 characters.
+inline constexpr const char* fleet_lock_prefix = "warmpool.fleet.reap.";
+
+/// The fleet sample's SELECT, from constant text and the request's numbers (integers only:
+/// nothing a user wrote is interpolated). Columns: 1 client connections on the server,
+/// 2 those of this user, 3 max_connections, 4 max_user_connections (the session's value is the
+/// account's MAX_USER_CONNECTIONS when it has one, else the global one; checked on MariaDB
+/// 10.11), and when reaping 5: the zombies locked for this reaper, comma-separated ("" for
+/// none), or NULL when the account lacks the PROCESS privilege.
+inline std::string fleet_sql(const fleet_request& req, bool mariadb) {
+    // The user name part of USER(): PROCESSLIST.USER is the name the session logged in with.
+    const char* const me = "LEFT(USER(), CHAR_LENGTH(USER()) - "
+                           "CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1)) - 1)";
+    std::string sql = "SELECT (SELECT VARIABLE_VALUE FROM ";
+    // MySQL 5.7 moved the status tables to performance_schema (readable by every user).
+    sql += mariadb ? "information_schema.GLOBAL_STATUS" : "performance_schema.global_status";
+    sql += std::string(" WHERE VARIABLE_NAME = 'THREADS_CONNECTED'),"
+                       " (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ") +
+           me + "), @@max_connections, @@session.max_user_connections";
+    if (req.reap) {
+        const long long ms = req.reap_idle_after.count();
+        const long long seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0); // TIME is whole seconds
+        sql += std::string(", IF(EXISTS(SELECT 1 FROM information_schema.USER_PRIVILEGES"
+                           " WHERE PRIVILEGE_TYPE = 'PROCESS'),"
+                           " COALESCE((SELECT GROUP_CONCAT(IF(GET_LOCK(CONCAT('") +
+               fleet_lock_prefix +
+               "', ID), 0) = 1, ID, NULL) ORDER BY TIME DESC, ID SEPARATOR ',')"
+               " FROM (SELECT ID, TIME FROM information_schema.PROCESSLIST"
+               " WHERE USER = " +
+               me + " AND COMMAND = 'Sleep' AND TIME >= " + std::to_string(seconds) +
+               " AND ID <> CONNECTION_ID()"
+               " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+               " WHERE trx_mysql_thread_id IS NOT NULL)"
+               " ORDER BY TIME DESC, ID LIMIT " +
+               std::to_string(req.reap_max) + ") AS candidates), ''), NULL)";
+    }
+    return sql;
+}
+
+/// The connection ids in "12,34", at most `most` of them.
+inline std::vector<unsigned long long> fleet_ids(const std::string& list, unsigned most) {
+    std::vector<unsigned long long> ids;
+    std::size_t at = 0;
+    while (at < list.size() && ids.size() < most) {
+        char* end = nullptr;
+        const unsigned long long id = std::strtoull(list.c_str() + at, &end, 10);
+        const std::size_t next = static_cast<std::size_t>(end - list.c_str());
+        if (next == at) {
+            break;
+        }
+        ids.push_back(id);
+        at = next + 1; // past the ','
+    }
+    return ids;
+}
+
+/// What fleet_sample() does, bounded by `timeout` as a whole, through Connector/C's
+/// non-blocking API (see warmpool/fleet.hpp for the policy and fleet_sql() for the SELECT):
+///
+///   counts    Threads_connected (GLOBAL_STATUS: the server's client connections, readable
+///             without privileges; PROCESSLIST shows a user without PROCESS only its own
+///             connections, so it cannot count the server's), and this user's connections in
+///             PROCESSLIST. Zombies killed by this sample are subtracted.
+///   capacity  @@max_connections (MariaDB and MySQL admit one connection more, for an
+///             administrator); @@session.max_user_connections, the account's own limit or the
+///             global one (0: none).
+///   reap      the SELECT also picks at most reap_max connections of this user (PROCESSLIST.USER)
+///             in COMMAND 'Sleep' for reap_idle_after or longer (whole seconds, rounded up), not
+///             this one and not inside an InnoDB transaction (INNODB_TRX), oldest first, and
+///             takes a named lock on each (GET_LOCK, no wait; those another reaper holds are
+///             skipped); then one KILL CONNECTION per zombie, and one DO RELEASE_LOCK(...) for
+///             all of them: reap_max + 2 round trips in all. A zombie already gone or killed by
+///             another reaper meanwhile (ER_NO_SUCH_THREAD 1094, ER_KILL_DENIED_ERROR 1095) is
+///             not counted and is no error; another reaper that read it before our lock skips
+///             it, or, if it reads it after our KILL, sees COMMAND 'Killed' instead of 'Sleep'.
+///
+/// The scope is the user. SOCI's MySQL backend opens the connection itself, so no connection
+/// attribute (program_name) can be set, and performance_schema, where attributes are read, is
+/// off by default: give each application its own database user, or reaping ends the idle
+/// connections of every application that shares it.
+///
+/// Reaping needs the PROCESS privilege, to read INNODB_TRX: without it nothing is killed (never
+/// without the transaction check) and reap_error says what to grant; the counts are still read.
+///
+/// A connection that ran BEGIN (or START TRANSACTION) and has not touched an InnoDB table yet
+/// has no InnoDB transaction, so INNODB_TRX does not list it, and it can be reaped once idle
+/// that long. That loses nothing: it has written nothing, holds no row lock and no snapshot
+/// (START TRANSACTION WITH CONSISTENT SNAPSHOT, a read or a write registers the transaction,
+/// and then it is listed and kept), so ending it undoes nothing; its next statement fails on the
+/// lost connection, as after any server-side close, and a warmpool pool replaces it. What
+/// reaping cannot see either way is session state outside transactions: GET_LOCK named locks,
+/// LOCK TABLES, temporary tables, user variables of an idle connection of the same user. A
+/// zombie's owner is gone, so nothing waits for them; a live instance idle that long
+/// (reap_idle_after too short) loses them with its connection.
+///
+/// A timeout or a lost connection leaves it mid-command (ok = false, usable = false: the pool
+/// closes it). An error the server reported leaves it usable (ok = false for the SELECT; a
+/// KILL's other errors go to reap_error).
+inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
+                                  std::chrono::milliseconds timeout) noexcept {
+    fleet_reading r;
+    const auto start = steady::now();
+    const auto deadline = start + timeout;
+    try {
+        const functions* const my = api();
+        MYSQL* const c = conn(s);
+        const int fd = my != nullptr && c != nullptr ? socket_of(*my, c) : -1;
+        if (fd < 0) {
+            r.usable = false;
+            r.error = "the fleet sample was not sent: the connection is broken";
+            return r;
+        }
+        if (!my->nonblocking) {
+            r.error = "the fleet sample needs MariaDB Connector/C 3.0 or later (its non-blocking "
+                      "API was not found)";
+            return r;
+        }
+        if (in_transaction(s)) {
+            // The named locks are session-level, but the counts would be taken mid-transaction
+            // by a caller that should have rolled back first.
+            r.error = "the fleet sample was not sent: the connection is inside a transaction "
+                      "(sample only after the rollback at give-back)";
+            return r;
+        }
+        if (!make_nonblocking(*my, c)) {
+            r.error = "the fleet sample was not sent: Connector/C cannot allocate its "
+                      "non-blocking context";
+            return r;
+        }
+        const char* const server = my->server_info(c);
+        const bool mariadb = server != nullptr && std::strstr(server, "MariaDB") != nullptr;
+        const auto lost = [&](const char* what) {
+            r.ok = false;
+            r.usable = false;
+            if (steady::now() >= deadline) {
+                r.error = std::string("the fleet sample's ") + what + " got no answer within " +
+                          std::to_string(timeout.count()) +
+                          " ms (the server or the network is stalled); the connection is "
+                          "closed";
+            } else {
+                r.error = std::string("the fleet sample's ") + what + " lost the connection (" +
+                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
+                          "); the connection is closed";
+            }
+            return r;
+        };
+
+        row_values row;
+        switch (query_outcome(*my, c, fd, fleet_sql(req, mariadb), deadline, &row)) {
+        case query_end::lost:
+            return lost("SELECT");
+        case query_end::server_error:
+            r.error = "the fleet sample's query failed on the server: " +
+                      (my->error_number(c) != 0
+                           ? std::to_string(my->error_number(c)) + " " + my->error_text(c)
+                           : std::string("no row came back"));
+            return r;
+        case query_end::done:
+            break;
+        }
+        const auto count = [](long long n) {
+            return static_cast<std::size_t>(std::max(0LL, n));
+        };
+        if (req.with_capacity) {
+            r.server_capacity = count(row.number(2));
+            r.user_capacity = count(row.number(3)); // -1 (MariaDB: only administrators) too
+        }
+        std::vector<unsigned long long> locked;
+        if (req.reap) {
+            if (row.is_null(4)) {
+                r.reap_error = "not reaping: telling idle connections from those inside a "
+                               "transaction needs information_schema.INNODB_TRX, which needs "
+                               "the PROCESS privilege: GRANT PROCESS ON *.* TO this account";
+            } else {
+                locked = fleet_ids(row.text(4), req.reap_max);
+            }
+        }
+        for (const unsigned long long id : locked) {
+            const query_end end =
+                query_outcome(*my, c, fd, "KILL CONNECTION " + std::to_string(id), deadline);
+            if (end == query_end::lost) {
+                return lost("KILL");
+            }
+            if (end == query_end::done) {
+                ++r.reaped;
+                continue;
+            }
+            const unsigned number = my->error_number(c);
+            if (number != 1094 && number != 1095 && r.reap_error.empty()) {
+                r.reap_error =
+                    "KILL CONNECTION failed: " + std::to_string(number) + " " + my->error_text(c);
+            }
+        }
+        if (!locked.empty()) {
+            std::string release = "DO ";
+            for (const unsigned long long id : locked) {
+                release += std::string(release.size() > 3 ? ", " : "") + "RELEASE_LOCK('" +
+                           fleet_lock_prefix + std::to_string(id) + "')";
+            }
+            const query_end end = query_outcome(*my, c, fd, release, deadline);
+            if (end == query_end::lost) {
+                return lost("RELEASE_LOCK");
+            }
+            if (end != query_end::done) {
+                // Left held, the locks would keep every other reaper off these ids: the pool
+                // closes the connection, which releases them.
+                r.usable = false;
+                r.error = "the fleet sample's RELEASE_LOCK failed: " +
+                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
+                          "; the connection is closed";
+                return r;
+            }
+        }
+        r.server_in_use = count(row.number(0) - r.reaped);
+        r.user_in_use = count(row.number(1) - r.reaped);
+        r.ok = true;
+        return r;
+    } catch (...) {
+        // Out of memory, perhaps mid-command.
+        r.ok = false;
+        r.usable = false;
+        r.error = "the fleet sample failed: out of memory";
+        return r;
+    }
+}
+
 #endif // WARMPOOL_SOCI_MYSQL_NATIVE
 
 } // namespace soci_my

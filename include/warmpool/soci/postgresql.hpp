@@ -29,6 +29,8 @@
 //   ping            the empty query, sent and awaited non-blocking: one round trip.
 //   rollback        ROLLBACK, sent and awaited the same way: one round trip.
 //   reset           DISCARD ALL, the same way: one round trip.
+//   fleet_sample    one SELECT, the same way: one round trip, counting, reading limits and
+//                   terminating zombies (see fleet_sample() below).
 // A round trip that times out leaves the socket non-blocking, because the pool then closes the
 // connection and PQfinish must not block on a server that stopped reading.
 
@@ -59,9 +61,12 @@
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -114,6 +119,14 @@ struct functions {
     decltype(&::PQisnonblocking) is_nonblocking = nullptr;
     decltype(&::PQsetnonblocking) set_nonblocking = nullptr;
     decltype(&::PQtransactionStatus) transaction_status = nullptr;
+    // For fleet_sample(): reading a result's first row and its error, and the server's version.
+    decltype(&::PQntuples) ntuples = nullptr;
+    decltype(&::PQnfields) nfields = nullptr;
+    decltype(&::PQgetvalue) get_value = nullptr;
+    decltype(&::PQgetisnull) get_is_null = nullptr;
+    decltype(&::PQresultErrorField) result_error_field = nullptr;
+    decltype(&::PQerrorMessage) error_message = nullptr;
+    decltype(&::PQserverVersion) server_version = nullptr;
 };
 
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 2
@@ -140,6 +153,13 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.is_nonblocking, "PQisnonblocking");
     get(f.set_nonblocking, "PQsetnonblocking");
     get(f.transaction_status, "PQtransactionStatus");
+    get(f.ntuples, "PQntuples");
+    get(f.nfields, "PQnfields");
+    get(f.get_value, "PQgetvalue");
+    get(f.get_is_null, "PQgetisnull");
+    get(f.result_error_field, "PQresultErrorField");
+    get(f.error_message, "PQerrorMessage");
+    get(f.server_version, "PQserverVersion");
     return all;
 }
 #endif
@@ -148,11 +168,26 @@ inline bool fill(functions& f, void* scope) noexcept {
 /// on first use, which is always with a PostgreSQL session open: libpq is loaded by then.
 inline const functions* api() noexcept {
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
-    static const functions linked{
-        &::PQstatus,           &::PQsocket,    &::PQsslInUse,      &::PQconsumeInput,
-        &::PQisBusy,           &::PQsendQuery, &::PQflush,         &::PQgetResult,
-        &::PQresultStatus,     &::PQclear,     &::PQisnonblocking, &::PQsetnonblocking,
-        &::PQtransactionStatus};
+    static const functions linked{&::PQstatus,
+                                  &::PQsocket,
+                                  &::PQsslInUse,
+                                  &::PQconsumeInput,
+                                  &::PQisBusy,
+                                  &::PQsendQuery,
+                                  &::PQflush,
+                                  &::PQgetResult,
+                                  &::PQresultStatus,
+                                  &::PQclear,
+                                  &::PQisnonblocking,
+                                  &::PQsetnonblocking,
+                                  &::PQtransactionStatus,
+                                  &::PQntuples,
+                                  &::PQnfields,
+                                  &::PQgetvalue,
+                                  &::PQgetisnull,
+                                  &::PQresultErrorField,
+                                  &::PQerrorMessage,
+                                  &::PQserverVersion};
     return &linked;
 #else
     return loaded_library::resolve_once<functions>({"libsoci_postgresql", "libpq.so"}, &fill);
@@ -279,31 +314,41 @@ inline void abandon(soci::session& s) noexcept {
     }
 }
 
-/// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
-/// result was a success. The connection must be non-blocking already.
-inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
-                           steady::time_point deadline) noexcept {
+/// Sends `sql` and reads all its results, never blocking past `deadline`, handing each to
+/// `on_result` before it is cleared. True when every result was a success; false also when
+/// the deadline passed or the connection failed (`io_failed` then tells which: the connection
+/// may be mid-query). The connection must be non-blocking already. Throws only what
+/// `on_result` throws (a result it threw on is leaked: the caller closes the connection).
+template <class OnResult>
+bool send_and_collect(const functions& pq, PGconn* c, const char* sql, steady::time_point deadline,
+                      OnResult&& on_result, bool* io_failed = nullptr) {
+    const auto lost = [&] {
+        if (io_failed != nullptr) {
+            *io_failed = true;
+        }
+        return false;
+    };
     const int fd = pq.socket(c);
     if (pq.send_query(c, sql) == 0) {
-        return false;
+        return lost();
     }
     for (;;) {
         const int flushed = pq.flush(c);
         if (flushed < 0) {
-            return false;
+            return lost();
         }
         if (flushed == 0) {
             break;
         }
         if (sock::until(fd, POLLOUT | POLLIN, deadline) == 0 || pq.consume_input(c) == 0) {
-            return false;
+            return lost();
         }
     }
     bool succeeded = true;
     for (;;) {
         while (pq.is_busy(c) != 0) {
             if (sock::until(fd, POLLIN, deadline) == 0 || pq.consume_input(c) == 0) {
-                return false;
+                return lost();
             }
         }
         PGresult* const result = pq.get_result(c);
@@ -315,9 +360,17 @@ inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
             status != PGRES_TUPLES_OK) {
             succeeded = false;
         }
+        on_result(result);
         pq.clear(result);
     }
     return succeeded;
+}
+
+/// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
+/// result was a success. The connection must be non-blocking already.
+inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
+                           steady::time_point deadline) noexcept {
+    return send_and_collect(pq, c, sql, deadline, [](PGresult*) noexcept {});
 }
 
 /// One statement, one round trip, bounded by `timeout`. On a timeout or a failure the
@@ -361,6 +414,251 @@ inline bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexce
 /// returns to, so they survive.
 inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept {
     return exec_bounded(s, "DISCARD ALL", timeout) && !in_transaction(s);
+}
+
+// --- The fleet policy (warmpool/fleet.hpp) ------------------------------------------------
+
+/// The advisory lock space a reaper marks its victims in: pg_try_advisory_xact_lock(key, pid),
+/// held until its statement ends. "wpfl" in ASCII; only another program using the same
+/// two-key lock with this first key could meet it.
+inline constexpr long fleet_lock_key = 0x7770666c;
+
+/// The fleet sample's one statement, from constant text and the request's numbers (integers
+/// only: nothing a user wrote is interpolated). Columns, in order:
+///   0 client backends on the server   1 those of this session's user   2 zombies terminated
+///   3 application_name is empty       4 max_connections   5 superuser_reserved_connections
+///   6 reserved_connections (PostgreSQL 16; NULL before)   7 the user's CONNECTION LIMIT
+///   8 the database's                  9 the user is a superuser
+/// pg_stat_get_activity(NULL) is read once (a CTE used twice is materialized), not through the
+/// pg_stat_activity view, whose joins to pg_database and pg_authid made planning cost more
+/// than the rest of the statement. See fleet_sample() for why each condition is there.
+inline std::string fleet_sql(const fleet_request& req, long long terminate_wait_ms,
+                             int server_version) {
+    std::string sql =
+        "WITH me AS (SELECT r.oid AS role, r.rolconnlimit, r.rolsuper, d.oid AS db,"
+        " d.datconnlimit FROM pg_catalog.pg_roles r, pg_catalog.pg_database d"
+        " WHERE r.rolname = session_user AND d.datname = pg_catalog.current_database()),"
+        " activity AS (SELECT datid, pid, usesysid, application_name, state, state_change,"
+        " backend_type FROM pg_catalog.pg_stat_get_activity(NULL))";
+    if (req.reap) {
+        // PostgreSQL 14 and later can wait for the terminated backend to exit: until then a
+        // concurrent reaper that read it in its snapshot could signal it again and count it
+        // twice; the lock keeps it out while we wait.
+        const std::string terminate = server_version >= 140000
+                                          ? "pg_catalog.pg_terminate_backend(a.pid, " +
+                                                std::to_string(terminate_wait_ms) + ")"
+                                          : std::string("pg_catalog.pg_terminate_backend(a.pid)");
+        sql += ", victims AS (SELECT a.pid FROM activity a, me"
+               " WHERE pg_catalog.current_setting('application_name') <> ''"
+               " AND a.usesysid = me.role AND a.datid = me.db"
+               " AND a.application_name = pg_catalog.current_setting('application_name')"
+               " AND a.state = 'idle' AND a.backend_type = 'client backend'"
+               " AND a.pid <> pg_catalog.pg_backend_pid()"
+               " AND a.state_change <= pg_catalog.now() - interval '" +
+               std::to_string(req.reap_idle_after.count()) +
+               " milliseconds' ORDER BY a.state_change, a.pid LIMIT " +
+               std::to_string(req.reap_max) +
+               "), reaped AS (SELECT count(*) FILTER (WHERE CASE"
+               // A backend gone meanwhile makes pg_terminate_backend warn; the warning is no
+               // news to anyone, so it is kept from the client (for this statement only).
+               " WHEN pg_catalog.set_config('client_min_messages', 'error', true) = '' THEN false"
+               " WHEN pg_catalog.pg_try_advisory_xact_lock(" +
+               std::to_string(fleet_lock_key) + ", a.pid) THEN " + terminate +
+               " ELSE false END) AS n FROM victims a)";
+    }
+    // A role without pg_read_all_stats sees other roles' sessions without backend_type: those
+    // count when they have a database and a user, as client backends have (and autovacuum and
+    // parallel workers too, which overcounts by a few at most, on the safe side).
+    sql += " SELECT count(*) FILTER (WHERE a.backend_type = 'client backend' OR"
+           " (a.backend_type IS NULL AND a.datid IS NOT NULL AND a.usesysid IS NOT NULL)),"
+           " count(*) FILTER (WHERE a.usesysid = me.role AND a.backend_type = 'client backend'),";
+    sql += req.reap ? " (SELECT n FROM reaped)," : " 0,";
+    sql += " pg_catalog.current_setting('application_name') = '',"
+           " pg_catalog.current_setting('max_connections'),"
+           " pg_catalog.current_setting('superuser_reserved_connections'),"
+           " pg_catalog.current_setting('reserved_connections', true),"
+           " me.rolconnlimit, me.datconnlimit, me.rolsuper"
+           " FROM activity a, me GROUP BY me.rolconnlimit, me.datconnlimit, me.rolsuper";
+    return sql;
+}
+
+/// The first row of a result: each column's text, "" for NULL (`null` tells).
+struct fleet_row {
+    std::vector<std::string> value;
+    std::vector<bool> null;
+
+    long long number(std::size_t i, long long otherwise = 0) const noexcept {
+        if (i >= value.size() || null[i] || value[i].empty()) {
+            return otherwise;
+        }
+        char* end = nullptr;
+        const long long n = std::strtoll(value[i].c_str(), &end, 10);
+        return end != nullptr && *end == '\0' ? n : otherwise;
+    }
+    bool flag(std::size_t i) const noexcept {
+        return i < value.size() && !null[i] && value[i] == "t";
+    }
+};
+
+/// libpq's text as one line, for an error message.
+inline std::string one_line(const char* text) {
+    std::string out;
+    for (const char* p = text; p != nullptr && *p != '\0'; ++p) {
+        const bool blank = *p == '\n' || *p == '\r' || *p == '\t' || *p == ' ';
+        if (!blank) {
+            out += *p;
+        } else if (!out.empty() && out.back() != ' ') {
+            out += ' ';
+        }
+    }
+    while (!out.empty() && out.back() == ' ') {
+        out.pop_back();
+    }
+    return out;
+}
+
+/// What fleet_sample() does, in one round trip bounded by `timeout` (see warmpool/fleet.hpp
+/// for the policy and fleet_sql() for the statement):
+///
+///   counts    pg_stat_activity's client backends, all and this session user's. Each backend
+///             is counted once, from the snapshot the statement reads (so zombies terminated by
+///             it are subtracted afterwards: they are gone by the time the pool decides).
+///   capacity  max_connections - superuser_reserved_connections - reserved_connections (16+);
+///             the user's limit is the lower of the role's CONNECTION LIMIT and the database's
+///             (superusers have none).
+///   reap      in the same statement, pg_terminate_backend on at most reap_max sessions with
+///             this session's user, database and application_name (which must be set: with an
+///             empty one nothing is reaped and reap_error says so), state 'idle' exactly (never
+///             'idle in transaction', never 'active'), a client backend, not this one, idle
+///             since reap_idle_after or longer, oldest first. Only those it returned true for
+///             count. Concurrent reapers do not count one zombie twice: each takes a
+///             transaction-level advisory lock on the pid first (key fleet_lock_key), and from
+///             PostgreSQL 14 waits for the backend to exit before its statement ends (up to a
+///             share of the timeout; one that takes longer is not counted). Before 14 a zombie
+///             may be counted by two reapers.
+///   user      session_user: the login role, which pg_stat_activity shows and CONNECTION LIMIT
+///             counts (current_user differs after SET ROLE).
+///
+/// What reaping cannot see: session state outside a transaction, such as session-level
+/// advisory locks, LISTEN or temporary tables of an idle session of the same application. A
+/// zombie's owner is gone, so nothing waits for them; a live instance's connection idle that
+/// long (reap_idle_after too short) loses them with the connection.
+///
+/// A timeout or an I/O error leaves the connection mid-query (ok = false, usable = false: the
+/// pool closes it); an error the server reported is read to the end (usable = true).
+inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
+                                  std::chrono::milliseconds timeout) noexcept {
+    fleet_reading r;
+    try {
+        const functions* const pq = api();
+        PGconn* const c = conn(s);
+        if (pq == nullptr || c == nullptr || pq->status(c) != CONNECTION_OK) {
+            r.usable = false;
+            r.error = "the fleet sample was not sent: the connection is broken";
+            return r;
+        }
+        if (pq->is_busy(c) != 0 || pq->transaction_status(c) != PQTRANS_IDLE) {
+            // The advisory locks and the setting would outlive the statement inside a
+            // transaction; the pool samples only after its rollback, so this is a caller's bug.
+            r.error = "the fleet sample was not sent: the connection is inside a transaction "
+                      "or busy (sample only after the rollback at give-back)";
+            return r;
+        }
+        const auto start = steady::now();
+        const auto deadline = start + timeout;
+        const long long wait_ms =
+            std::max<long long>(1, timeout.count() / (2 * std::max(1u, req.reap_max)));
+        const std::string sql = fleet_sql(req, wait_ms, pq->server_version(c));
+        const bool was_nonblocking = pq->is_nonblocking(c) != 0;
+        if (!was_nonblocking && pq->set_nonblocking(c, 1) != 0) {
+            r.usable = false;
+            r.error = "the fleet sample was not sent: libpq cannot make the connection "
+                      "non-blocking";
+            return r;
+        }
+        fleet_row row;
+        std::string server_error;
+        bool io_failed = false;
+        const bool succeeded = send_and_collect(
+            *pq, c, sql.c_str(), deadline,
+            [&](PGresult* result) {
+                const ExecStatusType status = pq->result_status(result);
+                if (status == PGRES_TUPLES_OK && row.value.empty() && pq->ntuples(result) > 0) {
+                    const int n = pq->nfields(result);
+                    for (int i = 0; i < n; ++i) {
+                        row.null.push_back(pq->get_is_null(result, 0, i) != 0);
+                        row.value.emplace_back(pq->get_value(result, 0, i));
+                    }
+                } else if (status != PGRES_TUPLES_OK && server_error.empty()) {
+                    const char* primary = pq->result_error_field(result, PG_DIAG_MESSAGE_PRIMARY);
+                    const char* state = pq->result_error_field(result, PG_DIAG_SQLSTATE);
+                    server_error = one_line(primary != nullptr ? primary : "no message");
+                    if (state != nullptr) {
+                        server_error += std::string(" (SQLSTATE ") + state + ")";
+                    }
+                }
+            },
+            &io_failed);
+        if (io_failed || pq->status(c) != CONNECTION_OK) {
+            r.usable = false;
+            const long long waited =
+                std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start)
+                    .count();
+            if (steady::now() >= deadline) {
+                r.error = "the fleet sample got no answer within " +
+                          std::to_string(timeout.count()) +
+                          " ms (the server or the network is stalled); the connection is "
+                          "closed";
+            } else {
+                r.error = "the fleet sample failed after " + std::to_string(waited) +
+                          " ms: " + one_line(pq->error_message(c)) + "; the connection is closed";
+            }
+            return r;
+        }
+        if (!was_nonblocking && pq->set_nonblocking(c, 0) != 0) {
+            r.usable = false;
+        }
+        if (!succeeded || row.value.size() < 10) {
+            r.error = "the fleet sample's query failed on the server: " +
+                      (server_error.empty() ? std::string("no row came back") : server_error);
+            return r;
+        }
+        const auto count = [](long long n) {
+            return static_cast<std::size_t>(std::max(0LL, n));
+        };
+        r.reaped = static_cast<unsigned>(std::max(0LL, row.number(2)));
+        r.server_in_use = count(row.number(0) - r.reaped);
+        r.user_in_use = count(row.number(1) - r.reaped);
+        if (req.reap && row.flag(3)) {
+            r.reap_error = "not reaping: this session's application_name is empty, so its "
+                           "zombies cannot be told from other applications' connections; set "
+                           "soci_config::application_name (or application_name in the connect "
+                           "string)";
+        }
+        if (req.with_capacity) {
+            r.server_capacity =
+                count(row.number(4) - row.number(5) - row.number(6)); // NULL reserved: 0
+            long long limit = -1;
+            if (!row.flag(9)) {
+                limit = row.number(7, -1);
+                const long long database = row.number(8, -1);
+                if (database >= 0 && (limit < 0 || database < limit)) {
+                    limit = database;
+                }
+            }
+            // A limit of 0 lets no new connection in: none to free for the fleet either, so it
+            // is reported as no limit (0) rather than as a full one.
+            r.user_capacity = count(limit);
+        }
+        r.ok = true;
+        return r;
+    } catch (...) {
+        // Out of memory, perhaps between reading results: the connection may be mid-query.
+        r.ok = false;
+        r.usable = false;
+        r.error = "the fleet sample failed: out of memory";
+        return r;
+    }
 }
 
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
