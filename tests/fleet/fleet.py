@@ -68,6 +68,7 @@ TOO_MANY_RE = re.compile(
     r"too_many_connections|too many clients|too many connections|remaining connection slots",
     re.IGNORECASE,
 )
+KILLED_RE = re.compile(r"\b(?:killed|reaped)[ =:]*(\d+)")
 SYS_PIDFD_GETFD = 438  # x86_64, arm64 and every architecture since Linux 5.6 share the number
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -523,7 +524,9 @@ def subject_command(subject, server, a):
     if node is None:
         raise FleetError("node is not on PATH; the Node subjects need it (Debian: nodejs)")
     env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
-    if a.node_max_connections and server.kind == "postgresql":
+    if server.kind == "postgresql" and not a.node_ask_server:
+        # serverless-postgres's README: "it should be set equal to max_connections in your
+        # cluster. I highly suggest to set this yourself" (tests/fleet/node/README.md).
         env["SERVERLESS_PG_MAX_CONNECTIONS"] = str(server.max_connections)
     return ([node, os.path.join(a.node_dir, "runtime.js"),
              os.path.join(a.node_dir, NODE_HANDLER[server.kind])], env, a.node_dir)
@@ -843,7 +846,7 @@ class FleetRun:
             if not req.done.is_set():
                 self._finish(req, "lost", kind=req.inv.kind if req.inv else "queued")
         ledger = check_ledger(self.requests, srv.ledger_rows(self.prefix))
-        logs = scan_logs(self.logs)
+        logs = scan_logs(self.logs, self.subject)
         return self._result(t_start, t_end, samples, before, after, zombies, zombies_at_end,
                             forced, ledger, logs)
 
@@ -895,6 +898,7 @@ class FleetRun:
                         "ended_during_run": len(zombies) - zombies_at_end,
                         "terminated_at_cleanup": forced},
             "fleet_pressure_closes": logs["fleet_pressure"],
+            "kills_logged": logs["kills"],
             "fleet_lines": logs["fleet_lines"],
             "ledger": ledger,
             "duration_s": round(t_end - t_start, 1),
@@ -947,11 +951,19 @@ def check_ledger(requests, rows):
     }
 
 
-def scan_logs(directory):
+def scan_logs(directory, subject):
     """What the subjects' processes logged: connects refused for lack of slots, own connections
-    closed by the fleet policy, and every `fleet: ...` line by its first word."""
+    closed by the fleet policy, and every `fleet: ...` line by its first word.
+
+    Refused connects: the Node modules and the naive handler log `fleet: too_many_connections`
+    for each connect the server refused; the bootstrap does not log its connect attempts (its
+    pool retries them until the deadline), so for it the count is of the invocations and inits
+    that failed saying so. The server's own count of refused connects (refused_connects_server)
+    is the same measure for every subject."""
+    per_attempt = subject not in ("warmpool", "warmpool+fleet")
     too_many = 0
     pressure = 0
+    kills = 0
     fleet = collections.Counter()
     for name in sorted(os.listdir(directory)):
         if not name.endswith(".log"):
@@ -960,14 +972,22 @@ def scan_logs(directory):
             for line in f:
                 if line.startswith("[emulator"):
                     continue
-                if TOO_MANY_RE.search(line):
+                if per_attempt:
+                    too_many += line.rstrip("\n") == "fleet: too_many_connections"
+                elif line.startswith(("invocation ", "init: ")) and TOO_MANY_RE.search(line):
                     too_many += 1
-                if "closed (fleet_pressure)" in line:
+                # Own connection closed to give the slot back: warmpool's fleet policy, or
+                # serverless-mysql's end() over its utilization limit.
+                if "closed (fleet_pressure)" in line or line.startswith("fleet: closed_own"):
                     pressure += 1
                 if line.startswith("fleet: "):
                     words = line[7:].split()
                     fleet[words[0] if words else "?"] += 1
-    return {"too_many": too_many, "fleet_pressure": pressure, "fleet_lines": dict(fleet)}
+                    # Other instances' connections ended: "fleet: killed N" (the Node modules),
+                    # "reaped N" in the bootstrap's sample lines.
+                    kills += sum(int(n) for n in KILLED_RE.findall(line))
+    return {"too_many": too_many, "fleet_pressure": pressure, "kills": kills,
+            "fleet_lines": dict(fleet)}
 
 
 # --- Report ------------------------------------------------------------------------------------
@@ -984,8 +1004,8 @@ def markdown(results, meta):
     out.append("| server | subject | seed | ok | failed | timed out | too many (log) | "
                "refused (server) | cold p50/p99 ms | warm p50/p99 ms | thaw p50/p99 ms | "
                "p99 ms | max ms | peak conn | mean conn | zombies made/at end | "
-               "fleet closes | terminated (server) | server CPU s | lost | doubled |")
-    out.append("|" + "---|" * 21)
+               "own closes | kills (log) | terminated (server) | server CPU s | lost | doubled |")
+    out.append("|" + "---|" * 22)
     for r in results:
         c = r["connections"]
         z = r["zombies"]
@@ -999,7 +1019,8 @@ def markdown(results, meta):
             f"{_lat(r, 'thaw', 'p50_ms')}/{_lat(r, 'thaw', 'p99_ms')} | "
             f"{_lat(r, 'all', 'p99_ms')} | {_lat(r, 'all', 'max_ms')} | "
             f"{c['peak']}/{c['capacity']} | {c['mean']:.1f} | {z['made']}/{z['at_end']} | "
-            f"{r['fleet_pressure_closes']} | {_n(r['terminated_server'])} | "
+            f"{r['fleet_pressure_closes']} | {r['kills_logged']} | "
+            f"{_n(r['terminated_server'])} | "
             f"{_n(r['server_cpu_s'])} | {led['lost']} | {led['doubled']} |")
     out.append("")
     out.append(summary_markdown(results))
@@ -1100,7 +1121,7 @@ def svg_plot(results, title, bursts):
                      'stroke="#bbb" stroke-dasharray="2,3"/>')
     e.append(f'<line x1="{left}" y1="{y(cap):.1f}" x2="{left + pw}" y2="{y(cap):.1f}" '
              'stroke="black" stroke-dasharray="6,4"/>')
-    e.append(f'<text x="{left + pw + 6}" y="{y(cap) + 4:.1f}">capacity {cap}</text>')
+    e.append(f'<text x="{left + 4}" y="{y(cap) - 4:.1f}">capacity {cap}</text>')
     dashes = {"warmpool": "", "warmpool+fleet": "", "naive": "4,2"}
     ly = top + 30
     for r in results:
@@ -1139,9 +1160,9 @@ def goal_checks(results, level):
         if r["subject"] != "warmpool+fleet":
             continue
         verdicts.append((r["failed"] == 0 and r["timed_out"] == 0,
-                         f"{name}: no failed or timed-out invocation: {r['failed']} failed "
-                         f"{dict(r['errors']) if r['errors'] else ''}, {r['timed_out']} timed "
-                         f"out, of {r['invocations']}"))
+                         f"{name}: no failed or timed-out invocation: {r['failed']} failed"
+                         f"{' ' + json.dumps(r['errors']) if r['errors'] else ''}, "
+                         f"{r['timed_out']} timed out, of {r['invocations']}"))
         if level != "all":
             continue
         c = r["connections"]
@@ -1191,9 +1212,9 @@ def parse_args(argv):
     add("--sample-fraction", type=float, help="FLEET_SAMPLE_FRACTION (default: the bootstrap's)")
     add("--close-above", type=float, help="FLEET_CLOSE_ABOVE (default: the bootstrap's)")
     add("--reap-max", type=int, help="FLEET_REAP_MAX (default: the bootstrap's)")
-    add("--node-max-connections", action="store_true",
-        help="give serverless-postgres maxConnections = the server's max_connections instead "
-             "of letting it ask the server")
+    add("--node-ask-server", action="store_true",
+        help="leave SERVERLESS_PG_MAX_CONNECTIONS unset: serverless-postgres asks the server "
+             "(default: set to the server's max_connections, as its README recommends)")
     add("--out", required=True, help="directory for results.json, results.md, plots and logs")
     add("--check", choices=("none", "correctness", "all"), default="none",
         help="goal checks; exit 1 when one fails (correctness: exactly once for every subject, "
