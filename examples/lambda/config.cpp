@@ -33,6 +33,19 @@ long long whole_number(const char* name, const char* text, long long low, long l
     return value;
 }
 
+/// A fraction in (0, 1], or config_error naming the variable.
+double fraction(const char* name, const char* text) {
+    errno = 0;
+    char* end = nullptr;
+    const double value = std::strtod(text, &end);
+    // Written so that NaN fails too.
+    if (end == text || *end != '\0' || errno == ERANGE || !(value > 0.0 && value <= 1.0)) {
+        throw config_error(std::string(name) + " is \"" + text +
+                           "\"; it must be a number greater than 0 and at most 1, e.g. 0.8");
+    }
+    return value;
+}
+
 } // namespace
 
 config config::from_environment() {
@@ -70,6 +83,31 @@ config config::from_environment() {
         // Up to 15 minutes: a SnapStart or provisioned-concurrency init may run that long.
         c.init_deadline = std::chrono::milliseconds(
             whole_number("WARMPOOL_INIT_DEADLINE_MS", init, 100, 15LL * 60 * 1000));
+    }
+    if (const char* policy = get("FLEET_POLICY")) {
+        const std::string p = policy;
+        if (p != "on" && p != "off") {
+            throw config_error("FLEET_POLICY is \"" + p + "\"; it must be \"on\" or \"off\"");
+        }
+        c.fleet = p == "on";
+    }
+    if (const char* f = get("FLEET_SAMPLE_FRACTION")) {
+        c.fleet_sample_fraction = fraction("FLEET_SAMPLE_FRACTION", f);
+    }
+    if (const char* f = get("FLEET_CLOSE_ABOVE")) {
+        c.fleet_close_above = fraction("FLEET_CLOSE_ABOVE", f);
+    }
+    if (const char* idle = get("FLEET_REAP_IDLE_MS")) {
+        const long long ms = whole_number("FLEET_REAP_IDLE_MS", idle, 0, 24LL * 3600 * 1000);
+        if (ms != 0 && ms < 1000) {
+            throw config_error("FLEET_REAP_IDLE_MS is \"" + std::string(idle) +
+                               "\"; it must be 0 (no reaping) or at least 1000: servers count "
+                               "idle time in whole seconds");
+        }
+        c.fleet_reap_idle = std::chrono::milliseconds(ms);
+    }
+    if (const char* k = get("FLEET_REAP_MAX")) {
+        c.fleet_reap_max = static_cast<unsigned>(whole_number("FLEET_REAP_MAX", k, 1, 1000));
     }
     return c;
 }

@@ -52,9 +52,24 @@ struct config {
     /// exits. Lambda allows 10 s for init; 9 s leaves time for the report.
     std::chrono::milliseconds init_deadline{9'000};
 
-    // FLEET_POLICY (planned, not built): an opt-in policy shared by the function's instances,
-    // off with FLEET_POLICY=off. It will be read here and applied where the pool's options are
-    // chosen (pool_options() in main.cpp).
+    /// FLEET_POLICY: "on" (the default) or "off". On, each instance takes part in managing the
+    /// server's connections with the function's other instances (warmpool/fleet.hpp,
+    /// docs/fleet.md): a sampled give-back asks the server how full it is and closes this
+    /// instance's connection when the server is too full. Never for SQLite (no server).
+    bool fleet = true;
+    /// FLEET_SAMPLE_FRACTION: the share of invocations that ask, (0, 1]. Default 0.25.
+    double fleet_sample_fraction = 0.25;
+    /// FLEET_CLOSE_ABOVE: the share of the server's usable connections at which an instance
+    /// closes its own connection after its invocation, (0, 1]. Default 0.8.
+    double fleet_close_above = 0.8;
+    /// FLEET_REAP_IDLE_MS: with a value, the samples also end zombies (connections of this
+    /// function idle, outside a transaction, that long: reclaimed instances' connections).
+    /// 0 or unset: no reaping. At least 1000. Choose it longer than your instances sit frozen
+    /// between invocations (docs/fleet.md). On MariaDB the scope is the database user: give the
+    /// function a user of its own.
+    std::chrono::milliseconds fleet_reap_idle{0};
+    /// FLEET_REAP_MAX: zombies ended per sample at most, 1 to 1000. Default 2.
+    unsigned fleet_reap_max = 2;
 
     /// Reads and checks the environment. Throws config_error.
     static config from_environment();

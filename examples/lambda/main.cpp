@@ -61,6 +61,12 @@ void log_pool_event(const warmpool::event& e) {
                          static_cast<int>(why.size()), why.data());
         }
         break;
+    case warmpool::event_type::fleet_sampled:
+    case warmpool::event_type::fleet_sample_failed:
+        // One in FLEET_SAMPLE_FRACTION invocations: the server's counts and the decision.
+        std::fprintf(stderr, "fleet: %.*s (%.1f ms)\n", static_cast<int>(e.message.size()),
+                     e.message.data(), ms);
+        break;
     default:
         break;
     }
@@ -106,8 +112,22 @@ warmpool::options pool_options(const config& cfg) {
     // the transaction, SET STATEMENT with the statement), so a round trip would buy nothing.
     o.reset_on_release = false;
     o.on_event = log_pool_event;
-    // FLEET_POLICY (planned): the opt-in fleet policy will adjust these options here, and
-    // leave them as they are with FLEET_POLICY=off.
+    // The fleet policy (FLEET_POLICY, on unless "off"; docs/fleet.md): the function's instances
+    // share the server. A quarter of the invocations ask the server how full it is, after their
+    // work, when the connection is given back (the last moment before a freeze); at 80 % of the
+    // usable connections the instance closes its own, so that a cold start elsewhere can open
+    // one, and reconnects at its next invocation. With FLEET_REAP_IDLE_MS it also ends the
+    // zombies that reclaimed instances left behind. SQLite has no server to share.
+    if (cfg.fleet && cfg.database.rfind("sqlite3://", 0) != 0) {
+        o.fleet.enabled = true;
+        o.fleet.sample_fraction = cfg.fleet_sample_fraction;
+        o.fleet.close_above = cfg.fleet_close_above;
+        o.fleet.reap = cfg.fleet_reap_idle.count() > 0;
+        if (o.fleet.reap) {
+            o.fleet.reap_idle_after = cfg.fleet_reap_idle;
+            o.fleet.reap_max = cfg.fleet_reap_max;
+        }
+    }
     return o;
 }
 
@@ -355,9 +375,21 @@ int main() {
     if (!cfg.snap_start) {
         watchdog.finish();
     }
-    std::fprintf(stderr, "init: %s, %u loop%s, deadline margin %lld ms%s\n", pool->target().c_str(),
-                 cfg.concurrency, cfg.concurrency == 1 ? "" : "s",
-                 static_cast<long long>(cfg.deadline_margin.count()),
+    const warmpool::fleet_options& fleet = pool->get_options().fleet;
+    std::string fleet_line = "fleet policy off";
+    if (fleet.enabled) {
+        char text[160];
+        std::snprintf(text, sizeof text, "fleet policy on (sample %.2f, close at %.2f, %s)",
+                      fleet.sample_fraction, fleet.close_above,
+                      fleet.reap ? ("reap after " + std::to_string(fleet.reap_idle_after.count()) +
+                                    " ms idle, at most " + std::to_string(fleet.reap_max))
+                                       .c_str()
+                                 : "no reaping");
+        fleet_line = text;
+    }
+    std::fprintf(stderr, "init: %s, %u loop%s, deadline margin %lld ms, %s%s\n",
+                 pool->target().c_str(), cfg.concurrency, cfg.concurrency == 1 ? "" : "s",
+                 static_cast<long long>(cfg.deadline_margin.count()), fleet_line.c_str(),
                  cfg.snap_start ? ", SnapStart" : "");
 
     if (cfg.snap_start) {
