@@ -585,7 +585,8 @@ class FleetRun:
         self.killed = 0  # after a timeout, a lost invocation, or a process that exited
         self.zombies = []  # (fd, local port, environment)
         self.peak_live = 0
-        self.timeline = []  # (t, event) for the log
+        self._reclaimers = []  # threads reclaiming an environment, joined before the end state
+        self._arrivals_over = False
         self._stop = False
 
     # --- routing ------------------------------------------------------------------------------
@@ -764,7 +765,10 @@ class FleetRun:
                         self.live -= 1
                         self.killed += 1
                         gone.append(slot)
-                    elif now - slot.idle_since >= self.a.reclaim_s:
+                    elif now - slot.idle_since >= self.a.reclaim_s and not self._arrivals_over:
+                        # No reclaim after the last arrival: no invocation would come after it
+                        # to end the zombies it makes, so it would measure the run's end rather
+                        # than the subject.
                         self.idle.remove(slot)
                         slot.state = "reclaiming"
                         reclaim.append(slot)
@@ -792,7 +796,9 @@ class FleetRun:
                                  error_message=(init[-1][2] if init else "the process exited"))
                 slot.env.close()
             for slot in reclaim:
-                threading.Thread(target=self._reclaim, args=(slot,), daemon=True).start()
+                t = threading.Thread(target=self._reclaim, args=(slot,), daemon=True)
+                self._reclaimers.append(t)
+                t.start()
             for c in colds:
                 threading.Thread(target=self._cold_start, args=c, daemon=True).start()
 
@@ -813,6 +819,7 @@ class FleetRun:
             if wait > 0:
                 time.sleep(wait)
             self.arrive(req)
+        self._arrivals_over = True
         # Every request ends by its timeout; a little more for the last answers to arrive.
         end_by = time.monotonic() + self.a.timeout_s + 5
         for req in self.requests:
@@ -820,6 +827,8 @@ class FleetRun:
         t_end = time.monotonic()
         self._stop = True
         ticker.join(2)
+        for t in self._reclaimers:
+            t.join(10)
         # The state at the end, before anything is torn down.
         open_ports = set(srv.subject_sessions())
         with self.lock:
@@ -1215,7 +1224,9 @@ def parse_args(argv):
     add("--node-ask-server", action="store_true",
         help="leave SERVERLESS_PG_MAX_CONNECTIONS unset: serverless-postgres asks the server "
              "(default: set to the server's max_connections, as its README recommends)")
-    add("--out", required=True, help="directory for results.json, results.md, plots and logs")
+    add("--out", required=True, help="directory for results.json, results.md and the plots")
+    add("--logs", help="directory for the processes' logs, one folder per run (default: "
+                       "OUT/logs); emptied first")
     add("--check", choices=("none", "correctness", "all"), default="none",
         help="goal checks; exit 1 when one fails (correctness: exactly once for every subject, "
              "warmpool+fleet without failures; all: also peak and p99, see docs/fleet.md)")
@@ -1262,7 +1273,7 @@ def servers_from_environment(a, logs):
 def main(argv):
     a = parse_args(argv)
     os.makedirs(a.out, exist_ok=True)
-    logs_root = os.path.join(a.out, "logs")
+    logs_root = a.logs or os.path.join(a.out, "logs")
     shutil.rmtree(logs_root, ignore_errors=True)
     os.makedirs(logs_root)
     tag = secrets.token_hex(3)  # request ids unique across runs into the same table

@@ -16,7 +16,8 @@
 # subjects, 8 environments against max_connections 10, 8 s of arrivals each, with the correctness
 # checks (--check correctness), written to BUILD_DIR/fleet-smoke. Otherwise fleet.py's defaults
 # (the full shape, one seed unless --seeds says more) and --out as given (default
-# BUILD_DIR/fleet-results). Later options override the preset's.
+# BUILD_DIR/fleet-results). Later options override the preset's. The processes' logs go to
+# BUILD_DIR/fleet-logs, one folder per run.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -101,4 +102,4 @@ WARMPOOL_SERVERS="postgresql mariadb" warmpool_servers_start ||
 
 export PYTHONDONTWRITEBYTECODE=1
 python3 "$here/fleet.py" --bootstrap "$bootstrap" --naive "$naive" --node-dir "$build/fleet-node" \
-    "${preset[@]}" "${args[@]}"
+    --logs "$build/fleet-logs" "${preset[@]}" "${args[@]}"
