@@ -421,11 +421,14 @@ inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std:
             [&](int ready) { return my.query_cont(&ret, c, ready); })) {
         return query_end::lost;
     }
-    if (ret != 0) {
-        // Client-side errors (CR_*, 2000 to 2999: server gone, connection lost, out of sync)
-        // leave the connection unusable; the server's own are clean refusals.
+    // Client-side errors (CR_*, 2000 to 2999: server gone, connection lost, out of sync) leave
+    // the connection unusable; the server's own are clean refusals.
+    const auto failed = [&] {
         const unsigned number = my.error_number(c);
         return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
+    };
+    if (ret != 0) {
+        return failed();
     }
     MYSQL_RES* result = nullptr;
     if (!drive(
@@ -435,7 +438,7 @@ inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std:
     }
     if (result == nullptr) {
         if (my.error_number(c) != 0) {
-            return query_end::lost; // the result set was cut off
+            return failed(); // the result set was cut off, or the server ended it with an error
         }
         return row == nullptr ? query_end::done : query_end::server_error;
     }
