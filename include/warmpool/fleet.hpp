@@ -8,7 +8,8 @@
 // Each instance holds one connection. Instances reclaimed by the platform leave theirs behind
 // ("zombies") until the server's idle timeout; together the fleet fills max_connections and then
 // every cold start is refused. With options::fleet on, a sampled give-back asks the server, in
-// one round trip, how full it is and (optionally) ends zombies of the same application:
+// one round trip, how full it is and (optionally) ends zombies of the same application (in the
+// same round trip on PostgreSQL; MariaDB needs a KILL per zombie and one round trip more):
 //
 //   capacity   the connections the pool's user may hold: the server's limit minus the slots it
 //              reserves for superusers, or the user's own limit if lower. Cached capacity_ttl.

@@ -70,9 +70,10 @@
 //
 //       // Optional. Needed only for options::fleet (warmpool/fleet.hpp): one round trip bounded
 //       // by `timeout` that reads the server's connection limits (when asked) and counts, and
-//       // terminates zombies when asked (PostgreSQL does it in the same round trip; MariaDB needs
-//       // one KILL more per zombie). Called at give-back, after rollback, reset and reusable().
-//       // Never throws: a failure is reported in the reading (ok, usable, error).
+//       // terminates zombies when asked (PostgreSQL does it in the same round trip; MariaDB
+//       // needs one KILL per zombie and one round trip more to release its claims on them).
+//       // Called at give-back, after rollback, reset and reusable(). Never throws: a failure
+//       // is reported in the reading (ok, usable, error).
 //       static fleet_reading fleet_sample(connection&, const config&, const fleet_request&,
 //                                         std::chrono::milliseconds timeout) noexcept;
 //

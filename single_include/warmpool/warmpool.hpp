@@ -100,6 +100,7 @@ enum class close_reason : std::uint8_t {
     rejected_on_release, ///< the traits' reusable() (e.g. soci_config::on_release) said no
     abandoned, ///< forgotten by abandon_connections() (a snapshot restore): nothing was sent on it
     drained,   ///< closed while idle by close_idle() (e.g. before a snapshot)
+    fleet_pressure, ///< closed at give-back: the server was at or above options::fleet.close_above
 };
 
 /// A stable lower-case name for logs and metrics labels.
@@ -125,22 +126,27 @@ constexpr std::string_view to_string(close_reason r) noexcept {
         return "abandoned";
     case close_reason::drained:
         return "drained";
+    case close_reason::fleet_pressure:
+        return "fleet_pressure";
     }
     return "unknown";
 }
 
 enum class event_type : std::uint8_t {
-    connected,         ///< a new connection opened; elapsed = connect time (retries included)
-    connect_failed,    ///< one connect attempt failed; message = the backend's error
-    acquired,          ///< a lease was handed out; elapsed = time the caller waited
-    released,          ///< a lease came back; elapsed = how long it was held
-    rolled_back,       ///< a transaction left open was rolled back on give-back
-    reset,             ///< a connection given back was reset (options::reset_on_release)
-    validation_failed, ///< an idle connection failed its socket check or ping
-    closed,            ///< a connection closed; reason says why
-    leak_suspected,    ///< a lease has been held longer than options::leak_threshold
-    leak_returned,     ///< a lease reported as leak_suspected came back; elapsed = time held
-    forked,            ///< a fork() was noticed; the child abandoned the parent's connections
+    connected,           ///< a new connection opened; elapsed = connect time (retries included)
+    connect_failed,      ///< one connect attempt failed; message = the backend's error
+    acquired,            ///< a lease was handed out; elapsed = time the caller waited
+    released,            ///< a lease came back; elapsed = how long it was held
+    rolled_back,         ///< a transaction left open was rolled back on give-back
+    reset,               ///< a connection given back was reset (options::reset_on_release)
+    validation_failed,   ///< an idle connection failed its socket check or ping
+    closed,              ///< a connection closed; reason says why
+    leak_suspected,      ///< a lease has been held longer than options::leak_threshold
+    leak_returned,       ///< a lease reported as leak_suspected came back; elapsed = time held
+    forked,              ///< a fork() was noticed; the child abandoned the parent's connections
+    fleet_sampled,       ///< options::fleet asked the server at give-back; elapsed = the round
+                         ///< trip, message = the counts, zombies ended, and the decision
+    fleet_sample_failed, ///< that query failed or timed out; message = why
 };
 
 constexpr std::string_view to_string(event_type t) noexcept {
@@ -167,6 +173,10 @@ constexpr std::string_view to_string(event_type t) noexcept {
         return "leak_returned";
     case event_type::forked:
         return "forked";
+    case event_type::fleet_sampled:
+        return "fleet_sampled";
+    case event_type::fleet_sample_failed:
+        return "fleet_sample_failed";
     }
     return "unknown";
 }
@@ -185,6 +195,126 @@ struct event {
 } // namespace warmpool
 // ---- end warmpool/events.hpp ----
 // ---- begin warmpool/options.hpp ----
+
+// ---- begin warmpool/fleet.hpp ----
+
+// The fleet policy: server-aware connection management for many small pools sharing one
+// database server, as a fleet of serverless function instances does (docs/fleet.md).
+//
+// Each instance holds one connection. Instances reclaimed by the platform leave theirs behind
+// ("zombies") until the server's idle timeout; together the fleet fills max_connections and then
+// every cold start is refused. With options::fleet on, a sampled give-back asks the server, in
+// one round trip, how full it is and (optionally) ends zombies of the same application (in the
+// same round trip on PostgreSQL; MariaDB needs a KILL per zombie and one round trip more):
+//
+//   capacity   the connections the pool's user may hold: the server's limit minus the slots it
+//              reserves for superusers, or the user's own limit if lower. Cached capacity_ttl.
+//   in use     connections open now against each of those limits, this one included.
+//   close own  at or above close_above of a limit, the connection given back is closed instead
+//              of kept (close_reason::fleet_pressure), unless a caller is waiting for it: the
+//              slot goes back to the fleet, where a cold start needs it more than this warm
+//              instance, which reconnects at its next use.
+//   reap       optional: end up to reap_max connections of the same application (PostgreSQL:
+//              same user, database and application_name; MariaDB/MySQL: same user) that have
+//              been idle, outside any transaction, for at least reap_idle_after. Never one in a
+//              transaction, never one of another application, never a busy one.
+//
+// Give-back is the moment: it is the last one before a serverless process freezes (no timer
+// fires while it is frozen), and the connection is at hand. Unsampled give-backs cost nothing.
+//
+// This header holds the options and the two plain structs a traits' fleet_sample() exchanges
+// with the pool (see traits.hpp); the decisions are in basic_pool, the SQL in the traits.
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+namespace warmpool {
+
+/// options::fleet. Off by default; see the top of this file and docs/fleet.md.
+struct fleet_options {
+    using duration = std::chrono::milliseconds;
+
+    /// Turn the policy on. The traits must implement fleet_sample() (the SOCI adapter does for
+    /// PostgreSQL and MariaDB/MySQL); the pool's constructor refuses it otherwise.
+    bool enabled = false;
+
+    /// Probability that a give-back samples the server, in [0, 1]. Sampling spreads the cost
+    /// (and the concurrent reapers) over the fleet: with N instances each invoked r times a
+    /// second the server sees about N * r * sample_fraction management queries a second.
+    double sample_fraction = 0.25;
+
+    /// And at most one sample per sample_interval per pool (0 = no floor): bounds the load a
+    /// busy multi-threaded pool adds, whatever its give-back rate.
+    duration sample_interval{0};
+
+    /// How long the server's limits are trusted before they are read again (they change only
+    /// when an operator changes them). The counts are read at every sample.
+    duration capacity_ttl{60'000};
+
+    /// Utilization (in use / capacity, the higher of the server's and the user's) at or above
+    /// which the connection given back is closed. In (0, 1]; 1 closes only at the very limit.
+    double close_above = 0.8;
+
+    /// Also end zombies: idle connections of the same application, idle for reap_idle_after or
+    /// longer. Needs a scope that identifies the application (PostgreSQL: application_name,
+    /// which the SOCI adapter sets by default; MariaDB/MySQL: a user of its own).
+    bool reap = false;
+
+    /// The idle time that makes a connection a zombie. Longer than the time a live instance can
+    /// sit frozen between invocations makes reaping end only the connections of reclaimed
+    /// instances; shorter also ends frozen live instances' connections, which warmpool replaces
+    /// at their next use (a reconnect, no error) but other clients may not. Must be >= 1 s: the
+    /// servers count idle time in whole seconds (MariaDB) or can't tell a fresh one apart.
+    duration reap_idle_after{300'000};
+
+    /// At most this many terminated per sample (1 to 1000): concurrent samplers pick from the
+    /// same oldest zombies, so a small number keeps the fleet from killing in a stampede.
+    unsigned reap_max = 2;
+};
+
+/// What basic_pool asks of a traits' fleet_sample().
+struct fleet_request {
+    /// Read the server's and the user's connection limits (the pool's cached capacity expired).
+    /// When false, the *_capacity fields of the reading may be left 0.
+    bool with_capacity = true;
+    /// Terminate zombies (see fleet_options::reap); reap_max is then >= 1.
+    bool reap = false;
+    std::chrono::milliseconds reap_idle_after{0};
+    unsigned reap_max = 0;
+};
+
+/// What a traits' fleet_sample() reports. Counts include the connection that sampled.
+struct fleet_reading {
+    /// The counts below are valid. False when the query failed or timed out.
+    bool ok = false;
+    /// Whether the connection may be kept after a failure: false after a timeout or an I/O error
+    /// (the pool then closes it), true after an error the server reported cleanly.
+    bool usable = true;
+
+    /// Connections non-superusers may open on the server: max_connections minus reserved slots.
+    /// 0 = unknown (not asked, or not readable).
+    std::size_t server_capacity = 0;
+    /// The user's own limit (PostgreSQL: the role's CONNECTION LIMIT; MariaDB: max_user_connections
+    /// of the account or the server). 0 = no such limit.
+    std::size_t user_capacity = 0;
+    /// Client connections open on the server now.
+    std::size_t server_in_use = 0;
+    /// Connections of the same user open now.
+    std::size_t user_in_use = 0;
+
+    /// Zombies terminated by this sample (already ended, or racing with another reaper, do not
+    /// count and are no error).
+    unsigned reaped = 0;
+    /// Non-empty when reaping was asked for and could not run (missing privilege, ...): why.
+    /// The counts are still valid.
+    std::string reap_error;
+    /// Non-empty when !ok: what failed, without secrets.
+    std::string error;
+};
+
+} // namespace warmpool
+// ---- end warmpool/fleet.hpp ----
 
 #include <chrono>
 #include <cstddef>
@@ -284,6 +414,11 @@ struct options {
     bool background_housekeeping = false;
     duration housekeeping_interval{30'000};
 
+    /// The fleet policy (warmpool/fleet.hpp, docs/fleet.md): at a sampled give-back, ask the
+    /// server how full it is, close this connection when it is too full, and optionally end
+    /// the zombies of reclaimed instances. Off by default.
+    fleet_options fleet;
+
     /// Called for every pool event (connected, acquired, released, closed, …), outside the pool's
     /// lock, on the thread that caused it. Keep it cheap: acquired/released fire on every
     /// checkout. It must not throw; an exception it throws is swallowed.
@@ -351,10 +486,43 @@ struct options {
                                             " ms) is less than connect_backoff_base (" +
                                             std::to_string(connect_backoff_base.count()) + " ms)");
         }
+        if (fleet.enabled) {
+            validate_fleet(fail, non_negative);
+        }
         if (background_housekeeping && housekeeping_interval.count() <= 0) {
             fail("housekeeping_interval",
                  "is " + std::to_string(housekeeping_interval.count()) +
                      " ms; it must be > 0 when background_housekeeping is on");
+        }
+    }
+
+private:
+    template <class Fail, class NonNegative>
+    void validate_fleet(const Fail& fail, const NonNegative& non_negative) const {
+        // NaN fails every comparison, so each check is written to reject it.
+        if (!(fleet.sample_fraction > 0.0 && fleet.sample_fraction <= 1.0)) {
+            fail("fleet.sample_fraction", "is " + std::to_string(fleet.sample_fraction) +
+                                              "; it must be in (0, 1] (0.25: one give-back in "
+                                              "four asks the server)");
+        }
+        if (!(fleet.close_above > 0.0 && fleet.close_above <= 1.0)) {
+            fail("fleet.close_above", "is " + std::to_string(fleet.close_above) +
+                                          "; it must be in (0, 1] (0.8: close at 80% of the "
+                                          "server's connections)");
+        }
+        non_negative("fleet.sample_interval", fleet.sample_interval);
+        non_negative("fleet.capacity_ttl", fleet.capacity_ttl);
+        if (fleet.reap) {
+            if (fleet.reap_idle_after < duration{1'000}) {
+                fail("fleet.reap_idle_after",
+                     "is " + std::to_string(fleet.reap_idle_after.count()) +
+                         " ms; it must be >= 1000 ms (servers count idle time in whole seconds; "
+                         "choose it longer than an instance sits frozen between invocations)");
+            }
+            if (fleet.reap_max == 0 || fleet.reap_max > 1000) {
+                fail("fleet.reap_max", "is " + std::to_string(fleet.reap_max) +
+                                           "; it must be 1 to 1000 zombies per sample");
+            }
         }
     }
 };
@@ -419,17 +587,20 @@ struct pool_stats {
     std::size_t max_size = 0;   ///< options::max_size, for ratios
 
     // Counters.
-    std::uint64_t created = 0;             ///< connections opened
-    std::uint64_t closed = 0;              ///< connections closed, all reasons (sum of closed_*)
-    std::uint64_t acquired = 0;            ///< leases handed out
-    std::uint64_t timeouts = 0;            ///< acquire() calls that threw acquire_timeout
-    std::uint64_t validation_failures = 0; ///< idle connections found dead at checkout
-    std::uint64_t connect_failures = 0;    ///< failed connect attempts (each retry counts)
-    std::uint64_t pings = 0;               ///< validation round trips
-    std::uint64_t rollbacks = 0;           ///< open transactions rolled back on give-back
-    std::uint64_t resets = 0;              ///< sessions reset on give-back (reset_on_release)
-    std::uint64_t leaks_suspected = 0;     ///< leases held past options::leak_threshold
-    std::uint64_t forks = 0;               ///< fork()s noticed (in the child)
+    std::uint64_t created = 0;               ///< connections opened
+    std::uint64_t closed = 0;                ///< connections closed, all reasons (sum of closed_*)
+    std::uint64_t acquired = 0;              ///< leases handed out
+    std::uint64_t timeouts = 0;              ///< acquire() calls that threw acquire_timeout
+    std::uint64_t validation_failures = 0;   ///< idle connections found dead at checkout
+    std::uint64_t connect_failures = 0;      ///< failed connect attempts (each retry counts)
+    std::uint64_t pings = 0;                 ///< validation round trips
+    std::uint64_t rollbacks = 0;             ///< open transactions rolled back on give-back
+    std::uint64_t resets = 0;                ///< sessions reset on give-back (reset_on_release)
+    std::uint64_t leaks_suspected = 0;       ///< leases held past options::leak_threshold
+    std::uint64_t forks = 0;                 ///< fork()s noticed (in the child)
+    std::uint64_t fleet_samples = 0;         ///< give-backs that asked the server (options::fleet)
+    std::uint64_t fleet_sample_failures = 0; ///< of those, queries that failed or timed out
+    std::uint64_t fleet_reaped = 0;          ///< zombie connections those samples ended
 
     // Closes by reason (see close_reason).
     std::uint64_t closed_idle_timeout = 0;
@@ -441,6 +612,12 @@ struct pool_stats {
     std::uint64_t closed_rejected_on_release = 0;
     std::uint64_t closed_abandoned = 0;
     std::uint64_t closed_drained = 0;
+    std::uint64_t closed_fleet_pressure = 0;
+
+    // The last successful fleet sample (options::fleet): 0 until one ran. Utilization is the
+    // higher of in use / capacity for the server and for the user, before this pool's decision.
+    std::size_t fleet_capacity = 0; ///< the binding limit: the server's or the user's
+    std::size_t fleet_in_use = 0;   ///< connections counted against it, zombies ended excluded
 
     // Waiting: only acquire() calls that had to queue for another user count here.
     std::uint64_t waits = 0;                      ///< acquires that queued
@@ -531,6 +708,20 @@ struct pool_stats {
 //       // is gone or belongs to another copy of the process. Without it the connection is
 //       // destroyed as usual, and its goodbye message goes out on the dead socket.
 //       static void abandon(connection&) noexcept;
+//
+//       // Optional. Needed only for options::fleet (warmpool/fleet.hpp): one round trip bounded
+//       // by `timeout` that reads the server's connection limits (when asked) and counts, and
+//       // terminates zombies when asked (PostgreSQL does it in the same round trip; MariaDB
+//       // needs one KILL per zombie and one round trip more to release its claims on them).
+//       // Called at give-back, after rollback, reset and reusable(). Never throws: a failure
+//       // is reported in the reading (ok, usable, error).
+//       static fleet_reading fleet_sample(connection&, const config&, const fleet_request&,
+//                                         std::chrono::milliseconds timeout) noexcept;
+//
+//       // Optional, with fleet_sample: "" when the config's backend can take part in the fleet
+//       // policy, otherwise why not (SQLite has no server to share). The pool's constructor
+//       // throws std::invalid_argument with it when options::fleet is on.
+//       static std::string fleet_unsupported(const config&);
 //   };
 //
 // Closing a connection is destroying it: the pool resets its unique_ptr outside its lock, so the
@@ -618,6 +809,32 @@ struct nothrow_abandon : std::false_type {};
 template <class T>
 struct nothrow_abandon<T, std::void_t<decltype(T::abandon(WARMPOOL_DETAIL_CONNECTION))>>
     : std::bool_constant<noexcept(T::abandon(WARMPOOL_DETAIL_CONNECTION))> {};
+// fleet_sample: returns a fleet_reading; fleet_unsupported: returns something like a string.
+template <class T, class = void>
+struct has_fleet_sample : std::false_type {};
+template <class T>
+struct has_fleet_sample<T, std::void_t<decltype(T::fleet_sample(
+                               WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                               std::declval<const fleet_request&>(), std::chrono::milliseconds{}))>>
+    : std::is_same<decltype(T::fleet_sample(WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                                            std::declval<const fleet_request&>(),
+                                            std::chrono::milliseconds{})),
+                   fleet_reading> {};
+template <class T, class = void>
+struct nothrow_fleet_sample : std::false_type {};
+template <class T>
+struct nothrow_fleet_sample<
+    T, std::void_t<decltype(T::fleet_sample(WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                                            std::declval<const fleet_request&>(),
+                                            std::chrono::milliseconds{}))>>
+    : std::bool_constant<noexcept(
+          T::fleet_sample(WARMPOOL_DETAIL_CONNECTION, WARMPOOL_DETAIL_CONFIG,
+                          std::declval<const fleet_request&>(), std::chrono::milliseconds{}))> {};
+template <class T, class = void>
+struct has_fleet_unsupported : std::false_type {};
+template <class T>
+struct has_fleet_unsupported<T, std::void_t<decltype(T::fleet_unsupported(WARMPOOL_DETAIL_CONFIG))>>
+    : std::is_convertible<decltype(T::fleet_unsupported(WARMPOOL_DETAIL_CONFIG)), std::string> {};
 WARMPOOL_DETAIL_BOOL_MEMBER(ping, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
 WARMPOOL_DETAIL_BOOL_MEMBER(in_transaction, WARMPOOL_DETAIL_CONNECTION)
 WARMPOOL_DETAIL_BOOL_MEMBER(rollback, WARMPOOL_DETAIL_CONNECTION, std::chrono::milliseconds{})
@@ -670,6 +887,9 @@ constexpr bool check_traits() {
                   "warmpool traits: reusable(connection&, const config&) must be noexcept");
     static_assert(nothrow_abandon<T>::value || !has_abandon<T>::value,
                   "warmpool traits: abandon(connection&) must be noexcept");
+    static_assert(nothrow_fleet_sample<T>::value || !has_fleet_sample<T>::value,
+                  "warmpool traits: fleet_sample(connection&, const config&, const "
+                  "fleet_request&, milliseconds) must be noexcept");
     static_assert(has_describe<T>::value,
                   "warmpool traits: needs `static std::string describe(const config&)`");
     return true;
@@ -923,6 +1143,7 @@ public:
     explicit basic_pool(config_type config, options opts = {})
         : config_(std::move(config)), opts_(validated(std::move(opts))),
           target_(Traits::describe(config_)), rng_(seed()) {
+        check_fleet_support();
         // Reserved up front so bookkeeping under the lock never allocates.
         all_.reserve(opts_.max_size);
         idle_.reserve(opts_.max_size);
@@ -1138,6 +1359,7 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         rng_.seed(fresh_seed);
         ++world_epoch_;
+        fleet_capacity_known_ = false; // the server's limits are read again at the next sample
         const auto now = detail::cheap_now<Clock>();
         const auto wall = detail::cheap_now<wall_clock>();
         for (const auto& p : all_) {
@@ -1271,6 +1493,23 @@ private:
             *d = std::min(*d, options::forever);
         }
         return o;
+    }
+
+    // options::fleet needs the traits' fleet_sample(), and a backend that has a server to share.
+    void check_fleet_support() const {
+        if (!opts_.fleet.enabled) {
+            return;
+        }
+        if constexpr (!detail::has_fleet_sample<Traits>::value) {
+            throw std::invalid_argument(
+                "warmpool::options::fleet.enabled is on, but these traits have no "
+                "fleet_sample(): turn it off, or give the traits one (see warmpool/traits.hpp)");
+        } else if constexpr (detail::has_fleet_unsupported<Traits>::value) {
+            const std::string why = Traits::fleet_unsupported(config_);
+            if (!why.empty()) {
+                throw std::invalid_argument("warmpool::options::fleet.enabled is on, but " + why);
+            }
+        }
     }
 
     static std::uint_fast32_t seed() noexcept {
@@ -1858,7 +2097,7 @@ private:
             // Leased when abandon_connections() ran: not a byte more on it, rollback included.
             why = close_reason::abandoned;
         }
-        const release_work work = why == close_reason::none ? tidy(*s, why) : release_work{};
+        release_work work = why == close_reason::none ? tidy(*s, why) : release_work{};
         std::unique_ptr<slot> doomed;
         std::chrono::microseconds held{0};
         bool leak_returned = false;
@@ -1876,19 +2115,35 @@ private:
             if (leak_returned) {
                 emit({event_type::leak_returned, id, close_reason::none, held, {}});
             }
+            if (work.fleet) {
+                emit_fleet(id, *work.fleet);
+            }
             emit({event_type::released, id, close_reason::none, held, {}});
         }
         destroy_one(std::move(doomed));
     }
 
+    // A fleet sample taken at give-back (options::fleet), and what settle_locked made of it.
+    struct fleet_result {
+        fleet_reading reading;
+        bool with_capacity = false;
+        std::chrono::microseconds took{0};
+        std::size_t capacity = 0; // the binding limit (0: unknown, no decision)
+        std::size_t in_use = 0;   // against it, zombies just ended excluded
+        bool user_limit = false;  // the binding limit is the user's, not the server's
+        bool over = false;        // at or above close_above
+        bool closing = false;     // so this connection is closed (fleet_pressure)
+    };
+
     struct release_work {
         bool rolled_back = false;
         bool reset = false;
+        std::optional<fleet_result> fleet;
     };
 
     // Under the lock, the bookkeeping of a give-back: counts, then pools the connection (or
     // hands it to a waiter) or takes it out to be closed.
-    void settle_locked(slot* s, close_reason& why, const release_work& work,
+    void settle_locked(slot* s, close_reason& why, release_work& work,
                        std::chrono::microseconds& held, bool& leak_returned,
                        std::unique_ptr<slot>& doomed) {
         const auto now = detail::cheap_now<Clock>();
@@ -1915,6 +2170,9 @@ private:
         }
         if (why == close_reason::none && now >= s->expires) {
             why = close_reason::max_lifetime;
+        }
+        if (work.fleet) {
+            settle_fleet_locked(*work.fleet, why, now);
         }
         if (why != close_reason::none) {
             s->close_why = why;
@@ -1973,7 +2231,152 @@ private:
                 why = close_reason::rejected_on_release;
             }
         }
+        if (opts_.fleet.enabled && why == close_reason::none && !abandoned()) {
+            sample_fleet(c, why, done);
+        }
         return done;
+    }
+
+    // --- the fleet policy (warmpool/fleet.hpp) ------------------------------------------------
+
+    // Outside the lock, last at give-back: on a sampled give-back, one round trip asks the
+    // server how full it is (and ends zombies, when asked). Unsampled give-backs only take the
+    // lock for the coin. A query that failed in a way that leaves the connection unreadable
+    // (timeout, I/O error) closes it, as a failed rollback does.
+    void sample_fleet(connection_type& c, close_reason& why, release_work& done) noexcept {
+        if constexpr (detail::has_fleet_sample<Traits>::value) {
+            fleet_request req;
+            {
+                std::lock_guard<std::mutex> lock(mutex_);
+                const time_point now = Clock::now();
+                if (!fleet_due_locked(now)) {
+                    return;
+                }
+                fleet_last_sample_ = now;
+                fleet_sampled_ = true;
+                req.with_capacity = !fleet_capacity_known_ ||
+                                    now - fleet_capacity_read_ >= opts_.fleet.capacity_ttl;
+                req.reap = opts_.fleet.reap;
+                if (req.reap) {
+                    req.reap_idle_after = opts_.fleet.reap_idle_after;
+                    req.reap_max = opts_.fleet.reap_max;
+                }
+            }
+            fleet_result r;
+            r.with_capacity = req.with_capacity;
+            const time_point start = Clock::now();
+            r.reading = Traits::fleet_sample(c, config_, req, opts_.validation_timeout);
+            r.took = micros(Clock::now() - start);
+            if (!r.reading.ok && !r.reading.usable) {
+                why = close_reason::broken;
+            }
+            done.fleet.emplace(std::move(r));
+        } else {
+            (void)c;
+            (void)why;
+            (void)done;
+        }
+    }
+
+    // Whether this give-back samples: not within sample_interval of the last sample, then a
+    // coin weighted by sample_fraction (none at 1, so a fraction of 1 is deterministic).
+    bool fleet_due_locked(time_point now) {
+        const fleet_options& f = opts_.fleet;
+        if (fleet_sampled_ && f.sample_interval.count() > 0 &&
+            now - fleet_last_sample_ < f.sample_interval) {
+            return false;
+        }
+        if (f.sample_fraction >= 1.0) {
+            return true;
+        }
+        std::uniform_real_distribution<double> coin(0.0, 1.0);
+        return coin(rng_) < f.sample_fraction;
+    }
+
+    // Under the lock at give-back: counts the sample, refreshes the cached capacity, and closes
+    // the connection when the fleet is at or above close_above of the binding limit (the
+    // server's or the user's, whichever is fuller). Not when a caller waits for it: handing it
+    // over takes no slot from the server, while closing it would make that caller open one.
+    void settle_fleet_locked(fleet_result& r, close_reason& why, time_point now) {
+        ++stats_.fleet_samples;
+        if (!r.reading.ok) {
+            ++stats_.fleet_sample_failures;
+            return;
+        }
+        stats_.fleet_reaped += r.reading.reaped;
+        if (r.with_capacity && r.reading.server_capacity > 0) {
+            fleet_server_capacity_ = r.reading.server_capacity;
+            fleet_user_capacity_ = r.reading.user_capacity;
+            fleet_capacity_read_ = now;
+            fleet_capacity_known_ = true;
+        }
+        if (!fleet_capacity_known_) {
+            return; // the server's limit could not be read: no basis for a decision
+        }
+        // The zombies just ended were counted (same user, same server) but their slots are
+        // free, or about to be.
+        const auto less_reaped = [&r](std::size_t n) {
+            return n > r.reading.reaped ? n - r.reading.reaped : std::size_t{0};
+        };
+        r.capacity = fleet_server_capacity_;
+        r.in_use = less_reaped(r.reading.server_in_use);
+        if (fleet_user_capacity_ > 0) {
+            const std::size_t user_in_use = less_reaped(r.reading.user_in_use);
+            // user_in_use / user_cap > in_use / capacity, without division.
+            if (static_cast<double>(user_in_use) * static_cast<double>(r.capacity) >
+                static_cast<double>(r.in_use) * static_cast<double>(fleet_user_capacity_)) {
+                r.capacity = fleet_user_capacity_;
+                r.in_use = user_in_use;
+                r.user_limit = true;
+            }
+        }
+        stats_.fleet_capacity = r.capacity;
+        stats_.fleet_in_use = r.in_use;
+        r.over = static_cast<double>(r.in_use) >=
+                 opts_.fleet.close_above * static_cast<double>(r.capacity);
+        if (r.over && why == close_reason::none && waiters_.empty()) {
+            why = close_reason::fleet_pressure;
+            r.closing = true;
+        }
+    }
+
+    void emit_fleet(std::uint64_t id, const fleet_result& r) const noexcept {
+        try {
+            if (!r.reading.ok) {
+                const std::string text = "the fleet sample failed: " + r.reading.error +
+                                         (r.reading.usable ? "" : "; the connection is closed");
+                emit({event_type::fleet_sample_failed, id, close_reason::none, r.took, text});
+                return;
+            }
+            std::string text;
+            if (r.capacity == 0) {
+                text = "server connections: " + std::to_string(r.reading.server_in_use) +
+                       " in use, limit unknown: no decision";
+            } else {
+                const auto percent = r.in_use * 100 / r.capacity;
+                text = "connections: " + std::to_string(r.in_use) + " in use of " +
+                       std::to_string(r.capacity) + " (" + std::to_string(percent) + "%, " +
+                       (r.user_limit ? "the user's limit" : "the server's limit") + ")";
+            }
+            if (r.reading.reaped > 0) {
+                text += "; ended " + std::to_string(r.reading.reaped) + " zombie connection" +
+                        (r.reading.reaped == 1 ? "" : "s");
+            }
+            if (!r.reading.reap_error.empty()) {
+                text += "; zombies not ended: " + r.reading.reap_error;
+            }
+            if (r.capacity != 0) {
+                const auto threshold = static_cast<long>(opts_.fleet.close_above * 100.0 + 0.5);
+                text += r.closing ? "; at or above fleet.close_above (" +
+                                        std::to_string(threshold) + "%): this connection is closed"
+                        : r.over ? "; at or above fleet.close_above (" + std::to_string(threshold) +
+                                       "%), but a caller is waiting for this connection: kept"
+                                 : "; kept";
+            }
+            emit({event_type::fleet_sampled, id, close_reason::none, r.took, text});
+        } catch (...) {
+            // Out of memory for the message: the event is dropped, the pool carries on.
+        }
     }
 
     // A connection becomes free. A caller that has waited handoff_after or longer gets it
@@ -2060,6 +2463,9 @@ private:
             break;
         case close_reason::drained:
             ++stats_.closed_drained;
+            break;
+        case close_reason::fleet_pressure:
+            ++stats_.closed_fleet_pressure;
             break;
         case close_reason::pool_closed:
         case close_reason::none:
@@ -2335,6 +2741,13 @@ private:
     std::atomic<std::uint64_t> abandon_epoch_{0};
     std::string last_connect_error_;
     std::minstd_rand rng_;
+    // The fleet policy's memory (options::fleet), under mutex_.
+    time_point fleet_last_sample_{};
+    bool fleet_sampled_ = false;
+    time_point fleet_capacity_read_{};
+    bool fleet_capacity_known_ = false;
+    std::size_t fleet_server_capacity_ = 0;
+    std::size_t fleet_user_capacity_ = 0;
     pool_stats stats_;
     std::unique_ptr<std::thread> housekeeper_;
     std::vector<std::unique_ptr<slot>> inherited_; // leased out when this process forked
@@ -2793,6 +3206,7 @@ inline constexpr closed_counter closed_counters[] = {
     {close_reason::rejected_on_release, &pool_stats::closed_rejected_on_release},
     {close_reason::abandoned, &pool_stats::closed_abandoned},
     {close_reason::drained, &pool_stats::closed_drained},
+    {close_reason::fleet_pressure, &pool_stats::closed_fleet_pressure},
 };
 
 // Two sources with the same pool_name and the same labels (in any order) would write the same
@@ -2959,6 +3373,27 @@ inline std::string render_prometheus(const std::vector<metrics_source>& sources)
     w.family("db_client_connection_forks_total", "counter",
              "fork()s noticed; the child drops the connections it inherited.");
     w.samples("db_client_connection_forks_total", [](const source& s) { return s.stats.forks; });
+    w.family("db_client_connection_fleet_samples_total", "counter",
+             "Give-backs that asked the server how full it is (options::fleet).");
+    w.samples("db_client_connection_fleet_samples_total",
+              [](const source& s) { return s.stats.fleet_samples; });
+    w.family("db_client_connection_fleet_sample_failures_total", "counter",
+             "Fleet samples whose query failed or timed out.");
+    w.samples("db_client_connection_fleet_sample_failures_total",
+              [](const source& s) { return s.stats.fleet_sample_failures; });
+    w.family("db_client_connection_fleet_reaped_total", "counter",
+             "Zombie connections of the same application ended by fleet samples.");
+    w.samples("db_client_connection_fleet_reaped_total",
+              [](const source& s) { return s.stats.fleet_reaped; });
+    w.family("db_client_connection_fleet_server_in_use", "gauge",
+             "Server connections in use at the last fleet sample, against the binding limit.");
+    w.samples("db_client_connection_fleet_server_in_use",
+              [](const source& s) { return s.stats.fleet_in_use; });
+    w.family("db_client_connection_fleet_server_capacity", "gauge",
+             "The binding connection limit at the last fleet sample (server's or user's); 0 "
+             "before the first.");
+    w.samples("db_client_connection_fleet_server_capacity",
+              [](const source& s) { return s.stats.fleet_capacity; });
     return w.take();
 }
 
@@ -3685,6 +4120,8 @@ inline bool valid_backend_name(std::string_view name) noexcept {
 //                   MariaDB server, the role put back (below): two round trips, three when a
 //                   role must be set. A Connector/C too old for that API (before 3.0) makes
 //                   reset() return false: reset_on_release then closes at every give-back.
+//   fleet_sample    one SELECT through the non-blocking API, plus one KILL per zombie and one
+//                   lock release when reaping (see fleet_sample() below).
 //
 // MYSQL_OPT_NONBLOCK is documented for use before connecting, but Connector/C accepts it on a
 // connection SOCI opened: it only allocates the context the *_start/*_cont calls run on (once
@@ -3964,10 +4401,13 @@ inline void silence(int fd) noexcept {
     "warmpool: WARMPOOL_SOCI_MYSQL=1 needs MariaDB Connector/C's <mysql.h> (libmariadb), which serves MySQL servers too; MySQL's own libmysqlclient lacks the calls the checks make. Define WARMPOOL_SOCI_MYSQL=0 for the portable fallback."
 #endif
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -4015,6 +4455,8 @@ struct functions {
     decltype(&::mysql_get_ssl_cipher) get_ssl_cipher = nullptr;
     decltype(&::mysql_send_query) send_query = nullptr;
     decltype(&::mysql_read_query_result) read_query_result = nullptr;
+    decltype(&::mysql_errno) error_number = nullptr;
+    decltype(&::mysql_error) error_text = nullptr;
     // The non-blocking API, for reset(); all or none (`nonblocking`).
     bool nonblocking = false;
     decltype(&::mysql_options) options = nullptr;
@@ -4028,6 +4470,7 @@ struct functions {
     decltype(&::mysql_store_result_cont) store_cont = nullptr;
     decltype(&::mysql_fetch_row) fetch_row = nullptr;
     decltype(&::mysql_free_result) free_result = nullptr;
+    decltype(&::mysql_num_fields) num_fields = nullptr;
 };
 
 #if WARMPOOL_SOCI_MYSQL_NATIVE == 2
@@ -4046,6 +4489,8 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.get_ssl_cipher, "mysql_get_ssl_cipher");
     get(f.send_query, "mysql_send_query");
     get(f.read_query_result, "mysql_read_query_result");
+    get(f.error_number, "mysql_errno");
+    get(f.error_text, "mysql_error");
     if (!all) {
         return false;
     }
@@ -4060,6 +4505,7 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.store_cont, "mysql_store_result_cont");
     get(f.fetch_row, "mysql_fetch_row");
     get(f.free_result, "mysql_free_result");
+    get(f.num_fields, "mysql_num_fields");
     f.nonblocking = all;
     return true;
 }
@@ -4075,6 +4521,8 @@ inline const functions* api() noexcept {
         f.get_ssl_cipher = &::mysql_get_ssl_cipher;
         f.send_query = &::mysql_send_query;
         f.read_query_result = &::mysql_read_query_result;
+        f.error_number = &::mysql_errno;
+        f.error_text = &::mysql_error;
         f.nonblocking = true;
         f.options = &::mysql_options;
         f.get_option = &::mysql_get_option;
@@ -4087,6 +4535,7 @@ inline const functions* api() noexcept {
         f.store_cont = &::mysql_store_result_cont;
         f.fetch_row = &::mysql_fetch_row;
         f.free_result = &::mysql_free_result;
+        f.num_fields = &::mysql_num_fields;
         return f;
     }();
     return &linked;
@@ -4244,45 +4693,102 @@ bool drive(int fd, steady::time_point deadline, Start&& start, Cont&& cont) noex
     return true;
 }
 
-/// The first row of a result, two columns: values and whether each is NULL.
-struct two_values {
-    std::string value[2];
-    bool null[2] = {true, true};
+/// The first row of a result: each column's text ("" for NULL) and whether it is NULL.
+struct row_values {
+    std::vector<std::string> value;
+    std::vector<bool> null;
+
+    bool is_null(std::size_t i) const noexcept { return i >= null.size() || null[i]; }
+    const std::string& text(std::size_t i) const noexcept {
+        static const std::string none;
+        return i < value.size() ? value[i] : none;
+    }
+    long long number(std::size_t i, long long otherwise = 0) const noexcept {
+        if (is_null(i) || value[i].empty()) {
+            return otherwise;
+        }
+        char* end = nullptr;
+        const long long n = std::strtoll(value[i].c_str(), &end, 10);
+        return end != nullptr && *end == '\0' ? n : otherwise;
+    }
+};
+
+/// How a statement sent through the non-blocking API ended.
+enum class query_end {
+    done,         // answered as asked
+    server_error, // the server refused it, cleanly (mysql_errno tells why): the connection is
+                  // usable
+    lost,         // the deadline passed or the connection failed: it may be mid-command
 };
 
 /// One statement through the non-blocking API, bounded by `deadline`. With `row` it must
-/// return a row, whose first two columns land there; without, it must return no result set.
-inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string& sql,
-                        steady::time_point deadline, two_values* row = nullptr) {
+/// return a row, all of whose columns land there (a statement returning none is a
+/// server_error with mysql_errno 0); without, it must return no result set.
+inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                               steady::time_point deadline, row_values* row = nullptr) {
     int ret = 1;
     if (!drive(
             fd, deadline,
             [&] {
                 return my.query_start(&ret, c, sql.data(), static_cast<unsigned long>(sql.size()));
             },
-            [&](int ready) { return my.query_cont(&ret, c, ready); }) ||
-        ret != 0) {
-        return false;
+            [&](int ready) { return my.query_cont(&ret, c, ready); })) {
+        return query_end::lost;
+    }
+    // Client-side errors (CR_*, 2000 to 2999: server gone, connection lost, out of sync) leave
+    // the connection unusable; the server's own are clean refusals.
+    const auto failed = [&] {
+        const unsigned number = my.error_number(c);
+        return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
+    };
+    if (ret != 0) {
+        return failed();
     }
     MYSQL_RES* result = nullptr;
     if (!drive(
             fd, deadline, [&] { return my.store_start(&result, c); },
             [&](int ready) { return my.store_cont(&result, c, ready); })) {
-        return false;
+        return query_end::lost;
     }
     if (result == nullptr) {
-        return row == nullptr;
+        if (my.error_number(c) != 0) {
+            return failed(); // the result set was cut off, or the server ended it with an error
+        }
+        return row == nullptr ? query_end::done : query_end::server_error;
     }
-    bool ok = false;
+    query_end end = query_end::server_error;
     if (MYSQL_ROW r = my.fetch_row(result)) {
-        ok = row != nullptr;
-        for (int i = 0; ok && i < 2; ++i) {
-            row->null[i] = r[i] == nullptr;
-            row->value[i] = r[i] != nullptr ? r[i] : "";
+        if (row != nullptr) {
+            const unsigned n = my.num_fields(result);
+            row->value.assign(n, std::string());
+            row->null.assign(n, true);
+            for (unsigned i = 0; i < n; ++i) {
+                row->null[i] = r[i] == nullptr;
+                if (r[i] != nullptr) {
+                    row->value[i] = r[i];
+                }
+            }
+            end = query_end::done;
         }
     }
     my.free_result(result); // a stored result: no I/O
-    return ok;
+    return end;
+}
+
+/// query_outcome(), answered as asked or not.
+inline bool query_async(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                        steady::time_point deadline, row_values* row = nullptr) {
+    return query_outcome(my, c, fd, sql, deadline, row) == query_end::done;
+}
+
+/// Gives the connection the context Connector/C's non-blocking calls run on (see the top of
+/// this file); false when it cannot.
+inline bool make_nonblocking(const functions& my, MYSQL* c) noexcept {
+    my_bool has_context = 0;
+    if (my.get_option(c, MYSQL_OPT_NONBLOCK, &has_context) != 0 || has_context == 0) {
+        return my.options(c, MYSQL_OPT_NONBLOCK, nullptr) == 0;
+    }
+    return true;
 }
 
 /// `name` as a quoted identifier. Not called quoted(): with <iomanip> included first, a call
@@ -4312,11 +4818,8 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
     }
     try {
         const auto deadline = steady::now() + timeout;
-        my_bool has_context = 0;
-        if (my->get_option(c, MYSQL_OPT_NONBLOCK, &has_context) != 0 || has_context == 0) {
-            if (my->options(c, MYSQL_OPT_NONBLOCK, nullptr) != 0) {
-                return false;
-            }
+        if (!make_nonblocking(*my, c)) {
+            return false;
         }
         int ret = 1;
         if (!drive(
@@ -4329,16 +4832,16 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
         if (server == nullptr || std::strstr(server, "MariaDB") == nullptr) {
             return !in_transaction(s);
         }
-        two_values roles; // the active one, and the user's default, which a new connection has
+        row_values roles; // the active one, and the user's default, which a new connection has
         if (!query_async(*my, c, fd,
                          "SELECT CURRENT_ROLE(), (SELECT ROLE_NAME FROM "
                          "information_schema.APPLICABLE_ROLES WHERE IS_DEFAULT = 'YES' LIMIT 1)",
                          deadline, &roles)) {
             return false;
         }
-        if (roles.null[0] != roles.null[1] || roles.value[0] != roles.value[1]) {
+        if (roles.is_null(0) != roles.is_null(1) || roles.text(0) != roles.text(1)) {
             const std::string set =
-                roles.null[1] ? "SET ROLE NONE" : "SET ROLE " + quoted_identifier(roles.value[1]);
+                roles.is_null(1) ? "SET ROLE NONE" : "SET ROLE " + quoted_identifier(roles.text(1));
             if (!query_async(*my, c, fd, set, deadline)) {
                 return false;
             }
@@ -4348,6 +4851,235 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
         return false;
     }
 }
+// --- The fleet policy (warmpool/fleet.hpp) ------------------------------------------------
+
+/// The named-lock prefix a reaper marks its victims with (GET_LOCK, held from its SELECT until
+/// its KILLs are done): with the connection id appended, at most 64 characters.
+inline constexpr const char* fleet_lock_prefix = "warmpool.fleet.reap.";
+
+/// The fleet sample's SELECT, from constant text and the request's numbers (integers only:
+/// nothing a user wrote is interpolated). Columns: 1 client connections on the server,
+/// 2 those of this user, 3 max_connections, 4 max_user_connections (the session's value is the
+/// account's MAX_USER_CONNECTIONS when it has one, else the global one; checked on MariaDB
+/// 10.11), and when reaping 5: the zombies locked for this reaper, comma-separated ("" for
+/// none), or NULL when the account lacks the PROCESS privilege.
+inline std::string fleet_sql(const fleet_request& req, bool mariadb) {
+    // The user name part of USER(): PROCESSLIST.USER is the name the session logged in with.
+    const char* const me = "LEFT(USER(), CHAR_LENGTH(USER()) - "
+                           "CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1)) - 1)";
+    std::string sql = "SELECT (SELECT VARIABLE_VALUE FROM ";
+    // MySQL 5.7 moved the status tables to performance_schema (readable by every user).
+    sql += mariadb ? "information_schema.GLOBAL_STATUS" : "performance_schema.global_status";
+    sql += std::string(" WHERE VARIABLE_NAME = 'THREADS_CONNECTED'),"
+                       " (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ") +
+           me + "), @@max_connections, @@session.max_user_connections";
+    if (req.reap) {
+        const long long ms = req.reap_idle_after.count();
+        const long long seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0); // TIME is whole seconds
+        sql += std::string(", IF(EXISTS(SELECT 1 FROM information_schema.USER_PRIVILEGES"
+                           " WHERE PRIVILEGE_TYPE = 'PROCESS'),"
+                           " COALESCE((SELECT GROUP_CONCAT(IF(GET_LOCK(CONCAT('") +
+               fleet_lock_prefix +
+               "', ID), 0) = 1, ID, NULL) ORDER BY TIME DESC, ID SEPARATOR ',')"
+               " FROM (SELECT ID, TIME FROM information_schema.PROCESSLIST"
+               " WHERE USER = " +
+               me + " AND COMMAND = 'Sleep' AND TIME >= " + std::to_string(seconds) +
+               " AND ID <> CONNECTION_ID()"
+               " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+               " WHERE trx_mysql_thread_id IS NOT NULL)"
+               " ORDER BY TIME DESC, ID LIMIT " +
+               std::to_string(req.reap_max) + ") AS candidates), ''), NULL)";
+    }
+    return sql;
+}
+
+/// The connection ids in "12,34", at most `most` of them.
+inline std::vector<unsigned long long> fleet_ids(const std::string& list, unsigned most) {
+    std::vector<unsigned long long> ids;
+    std::size_t at = 0;
+    while (at < list.size() && ids.size() < most) {
+        char* end = nullptr;
+        const unsigned long long id = std::strtoull(list.c_str() + at, &end, 10);
+        const std::size_t next = static_cast<std::size_t>(end - list.c_str());
+        if (next == at) {
+            break;
+        }
+        ids.push_back(id);
+        at = next + 1; // past the ','
+    }
+    return ids;
+}
+
+/// What fleet_sample() does, bounded by `timeout` as a whole, through Connector/C's
+/// non-blocking API (see warmpool/fleet.hpp for the policy and fleet_sql() for the SELECT):
+///
+///   counts    Threads_connected (GLOBAL_STATUS: the server's client connections, readable
+///             without privileges; PROCESSLIST shows a user without PROCESS only its own
+///             connections, so it cannot count the server's), and this user's connections in
+///             PROCESSLIST. Zombies killed by this sample are subtracted.
+///   capacity  @@max_connections (MariaDB and MySQL admit one connection more, for an
+///             administrator); @@session.max_user_connections, the account's own limit or the
+///             global one (0: none).
+///   reap      the SELECT also picks at most reap_max connections of this user (PROCESSLIST.USER)
+///             in COMMAND 'Sleep' for reap_idle_after or longer (whole seconds, rounded up), not
+///             this one and not inside an InnoDB transaction (INNODB_TRX), oldest first, and
+///             takes a named lock on each (GET_LOCK, no wait; those another reaper holds are
+///             skipped); then one KILL CONNECTION per zombie, and one DO RELEASE_LOCK(...) for
+///             all of them: reap_max + 2 round trips in all. A zombie already gone or killed by
+///             another reaper meanwhile (ER_NO_SUCH_THREAD 1094, ER_KILL_DENIED_ERROR 1095) is
+///             not counted and is no error; another reaper that read it before our lock skips
+///             it, or, if it reads it after our KILL, sees COMMAND 'Killed' instead of 'Sleep'.
+///
+/// The scope is the user. SOCI's MySQL backend opens the connection itself, so no connection
+/// attribute (program_name) can be set, and performance_schema, where attributes are read, is
+/// off by default: give each application its own database user, or reaping ends the idle
+/// connections of every application that shares it.
+///
+/// Reaping needs the PROCESS privilege, to read INNODB_TRX: without it nothing is killed (never
+/// without the transaction check) and reap_error says what to grant; the counts are still read.
+///
+/// A connection that ran BEGIN (or START TRANSACTION) and has not touched an InnoDB table yet
+/// has no InnoDB transaction, so INNODB_TRX does not list it, and it can be reaped once idle
+/// that long. That loses nothing: it has written nothing, holds no row lock and no snapshot
+/// (START TRANSACTION WITH CONSISTENT SNAPSHOT, a read or a write registers the transaction,
+/// and then it is listed and kept), so ending it undoes nothing; its next statement fails on the
+/// lost connection, as after any server-side close, and a warmpool pool replaces it. What
+/// reaping cannot see either way is session state outside transactions: GET_LOCK named locks,
+/// LOCK TABLES, temporary tables, user variables of an idle connection of the same user. A
+/// zombie's owner is gone, so nothing waits for them; a live instance idle that long
+/// (reap_idle_after too short) loses them with its connection.
+///
+/// A timeout or a lost connection leaves it mid-command (ok = false, usable = false: the pool
+/// closes it). An error the server reported leaves it usable (ok = false for the SELECT; a
+/// KILL's other errors go to reap_error).
+inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
+                                  std::chrono::milliseconds timeout) noexcept {
+    fleet_reading r;
+    const auto start = steady::now();
+    const auto deadline = start + timeout;
+    try {
+        const functions* const my = api();
+        MYSQL* const c = conn(s);
+        const int fd = my != nullptr && c != nullptr ? socket_of(*my, c) : -1;
+        if (fd < 0) {
+            r.usable = false;
+            r.error = "the fleet sample was not sent: the connection is broken";
+            return r;
+        }
+        if (!my->nonblocking) {
+            r.error = "the fleet sample needs MariaDB Connector/C 3.0 or later (its non-blocking "
+                      "API was not found)";
+            return r;
+        }
+        if (in_transaction(s)) {
+            // The named locks are session-level, but the counts would be taken mid-transaction
+            // by a caller that should have rolled back first.
+            r.error = "the fleet sample was not sent: the connection is inside a transaction "
+                      "(sample only after the rollback at give-back)";
+            return r;
+        }
+        if (!make_nonblocking(*my, c)) {
+            r.error = "the fleet sample was not sent: Connector/C cannot allocate its "
+                      "non-blocking context";
+            return r;
+        }
+        const char* const server = my->server_info(c);
+        const bool mariadb = server != nullptr && std::strstr(server, "MariaDB") != nullptr;
+        const auto lost = [&](const char* what) {
+            r.ok = false;
+            r.usable = false;
+            if (steady::now() >= deadline) {
+                r.error = std::string("the fleet sample's ") + what + " got no answer within " +
+                          std::to_string(timeout.count()) +
+                          " ms (the server or the network is stalled); the connection is "
+                          "closed";
+            } else {
+                r.error = std::string("the fleet sample's ") + what + " lost the connection (" +
+                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
+                          "); the connection is closed";
+            }
+            return r;
+        };
+
+        row_values row;
+        switch (query_outcome(*my, c, fd, fleet_sql(req, mariadb), deadline, &row)) {
+        case query_end::lost:
+            return lost("SELECT");
+        case query_end::server_error:
+            r.error = "the fleet sample's query failed on the server: " +
+                      (my->error_number(c) != 0
+                           ? std::to_string(my->error_number(c)) + " " + my->error_text(c)
+                           : std::string("no row came back"));
+            return r;
+        case query_end::done:
+            break;
+        }
+        const auto count = [](long long n) {
+            return static_cast<std::size_t>(std::max(0LL, n));
+        };
+        if (req.with_capacity) {
+            r.server_capacity = count(row.number(2));
+            r.user_capacity = count(row.number(3)); // -1 (MariaDB: only administrators) too
+        }
+        std::vector<unsigned long long> locked;
+        if (req.reap) {
+            if (row.is_null(4)) {
+                r.reap_error = "not reaping: telling idle connections from those inside a "
+                               "transaction needs information_schema.INNODB_TRX, which needs "
+                               "the PROCESS privilege: GRANT PROCESS ON *.* TO this account";
+            } else {
+                locked = fleet_ids(row.text(4), req.reap_max);
+            }
+        }
+        for (const unsigned long long id : locked) {
+            const query_end end =
+                query_outcome(*my, c, fd, "KILL CONNECTION " + std::to_string(id), deadline);
+            if (end == query_end::lost) {
+                return lost("KILL");
+            }
+            if (end == query_end::done) {
+                ++r.reaped;
+                continue;
+            }
+            const unsigned number = my->error_number(c);
+            if (number != 1094 && number != 1095 && r.reap_error.empty()) {
+                r.reap_error =
+                    "KILL CONNECTION failed: " + std::to_string(number) + " " + my->error_text(c);
+            }
+        }
+        if (!locked.empty()) {
+            std::string release = "DO ";
+            for (const unsigned long long id : locked) {
+                release += std::string(release.size() > 3 ? ", " : "") + "RELEASE_LOCK('" +
+                           fleet_lock_prefix + std::to_string(id) + "')";
+            }
+            const query_end end = query_outcome(*my, c, fd, release, deadline);
+            if (end == query_end::lost) {
+                return lost("RELEASE_LOCK");
+            }
+            if (end != query_end::done) {
+                // Left held, the locks would keep every other reaper off these ids: the pool
+                // closes the connection, which releases them.
+                r.usable = false;
+                r.error = "the fleet sample's RELEASE_LOCK failed: " +
+                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
+                          "; the connection is closed";
+                return r;
+            }
+        }
+        r.server_in_use = count(row.number(0) - r.reaped);
+        r.user_in_use = count(row.number(1) - r.reaped);
+        r.ok = true;
+        return r;
+    } catch (...) {
+        // Out of memory, perhaps mid-command.
+        r.ok = false;
+        r.usable = false;
+        r.error = "the fleet sample failed: out of memory";
+        return r;
+    }
+}
+
 #endif // WARMPOOL_SOCI_MYSQL_NATIVE
 
 } // namespace soci_my
@@ -4384,6 +5116,8 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 //   ping            the empty query, sent and awaited non-blocking: one round trip.
 //   rollback        ROLLBACK, sent and awaited the same way: one round trip.
 //   reset           DISCARD ALL, the same way: one round trip.
+//   fleet_sample    one SELECT, the same way: one round trip, counting, reading limits and
+//                   terminating zombies (see fleet_sample() below).
 // A round trip that times out leaves the socket non-blocking, because the pool then closes the
 // connection and PQfinish must not block on a server that stopped reading.
 
@@ -4410,9 +5144,12 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -4465,6 +5202,14 @@ struct functions {
     decltype(&::PQisnonblocking) is_nonblocking = nullptr;
     decltype(&::PQsetnonblocking) set_nonblocking = nullptr;
     decltype(&::PQtransactionStatus) transaction_status = nullptr;
+    // For fleet_sample(): reading a result's first row and its error, and the server's version.
+    decltype(&::PQntuples) ntuples = nullptr;
+    decltype(&::PQnfields) nfields = nullptr;
+    decltype(&::PQgetvalue) get_value = nullptr;
+    decltype(&::PQgetisnull) get_is_null = nullptr;
+    decltype(&::PQresultErrorField) result_error_field = nullptr;
+    decltype(&::PQerrorMessage) error_message = nullptr;
+    decltype(&::PQserverVersion) server_version = nullptr;
 };
 
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 2
@@ -4491,6 +5236,13 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.is_nonblocking, "PQisnonblocking");
     get(f.set_nonblocking, "PQsetnonblocking");
     get(f.transaction_status, "PQtransactionStatus");
+    get(f.ntuples, "PQntuples");
+    get(f.nfields, "PQnfields");
+    get(f.get_value, "PQgetvalue");
+    get(f.get_is_null, "PQgetisnull");
+    get(f.result_error_field, "PQresultErrorField");
+    get(f.error_message, "PQerrorMessage");
+    get(f.server_version, "PQserverVersion");
     return all;
 }
 #endif
@@ -4499,11 +5251,26 @@ inline bool fill(functions& f, void* scope) noexcept {
 /// on first use, which is always with a PostgreSQL session open: libpq is loaded by then.
 inline const functions* api() noexcept {
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
-    static const functions linked{
-        &::PQstatus,           &::PQsocket,    &::PQsslInUse,      &::PQconsumeInput,
-        &::PQisBusy,           &::PQsendQuery, &::PQflush,         &::PQgetResult,
-        &::PQresultStatus,     &::PQclear,     &::PQisnonblocking, &::PQsetnonblocking,
-        &::PQtransactionStatus};
+    static const functions linked{&::PQstatus,
+                                  &::PQsocket,
+                                  &::PQsslInUse,
+                                  &::PQconsumeInput,
+                                  &::PQisBusy,
+                                  &::PQsendQuery,
+                                  &::PQflush,
+                                  &::PQgetResult,
+                                  &::PQresultStatus,
+                                  &::PQclear,
+                                  &::PQisnonblocking,
+                                  &::PQsetnonblocking,
+                                  &::PQtransactionStatus,
+                                  &::PQntuples,
+                                  &::PQnfields,
+                                  &::PQgetvalue,
+                                  &::PQgetisnull,
+                                  &::PQresultErrorField,
+                                  &::PQerrorMessage,
+                                  &::PQserverVersion};
     return &linked;
 #else
     return loaded_library::resolve_once<functions>({"libsoci_postgresql", "libpq.so"}, &fill);
@@ -4630,31 +5397,41 @@ inline void abandon(soci::session& s) noexcept {
     }
 }
 
-/// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
-/// result was a success. The connection must be non-blocking already.
-inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
-                           steady::time_point deadline) noexcept {
+/// Sends `sql` and reads all its results, never blocking past `deadline`, handing each to
+/// `on_result` before it is cleared. True when every result was a success; false also when
+/// the deadline passed or the connection failed (`io_failed` then tells which: the connection
+/// may be mid-query). The connection must be non-blocking already. Throws only what
+/// `on_result` throws (a result it threw on is leaked: the caller closes the connection).
+template <class OnResult>
+bool send_and_collect(const functions& pq, PGconn* c, const char* sql, steady::time_point deadline,
+                      OnResult&& on_result, bool* io_failed = nullptr) {
+    const auto lost = [&] {
+        if (io_failed != nullptr) {
+            *io_failed = true;
+        }
+        return false;
+    };
     const int fd = pq.socket(c);
     if (pq.send_query(c, sql) == 0) {
-        return false;
+        return lost();
     }
     for (;;) {
         const int flushed = pq.flush(c);
         if (flushed < 0) {
-            return false;
+            return lost();
         }
         if (flushed == 0) {
             break;
         }
         if (sock::until(fd, POLLOUT | POLLIN, deadline) == 0 || pq.consume_input(c) == 0) {
-            return false;
+            return lost();
         }
     }
     bool succeeded = true;
     for (;;) {
         while (pq.is_busy(c) != 0) {
             if (sock::until(fd, POLLIN, deadline) == 0 || pq.consume_input(c) == 0) {
-                return false;
+                return lost();
             }
         }
         PGresult* const result = pq.get_result(c);
@@ -4666,9 +5443,17 @@ inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
             status != PGRES_TUPLES_OK) {
             succeeded = false;
         }
+        on_result(result);
         pq.clear(result);
     }
     return succeeded;
+}
+
+/// Sends `sql` and reads all its results, never blocking past `deadline`. True when every
+/// result was a success. The connection must be non-blocking already.
+inline bool send_and_await(const functions& pq, PGconn* c, const char* sql,
+                           steady::time_point deadline) noexcept {
+    return send_and_collect(pq, c, sql, deadline, [](PGresult*) noexcept {});
 }
 
 /// One statement, one round trip, bounded by `timeout`. On a timeout or a failure the
@@ -4712,6 +5497,251 @@ inline bool rollback(soci::session& s, std::chrono::milliseconds timeout) noexce
 /// returns to, so they survive.
 inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept {
     return exec_bounded(s, "DISCARD ALL", timeout) && !in_transaction(s);
+}
+
+// --- The fleet policy (warmpool/fleet.hpp) ------------------------------------------------
+
+/// The advisory lock space a reaper marks its victims in: pg_try_advisory_xact_lock(key, pid),
+/// held until its statement ends. "wpfl" in ASCII; only another program using the same
+/// two-key lock with this first key could meet it.
+inline constexpr long fleet_lock_key = 0x7770666c;
+
+/// The fleet sample's one statement, from constant text and the request's numbers (integers
+/// only: nothing a user wrote is interpolated). Columns, in order:
+///   0 client backends on the server   1 those of this session's user   2 zombies terminated
+///   3 application_name is empty       4 max_connections   5 superuser_reserved_connections
+///   6 reserved_connections (PostgreSQL 16; NULL before)   7 the user's CONNECTION LIMIT
+///   8 the database's                  9 the user is a superuser
+/// pg_stat_get_activity(NULL) is read once (a CTE used twice is materialized), not through the
+/// pg_stat_activity view, whose joins to pg_database and pg_authid made planning cost more
+/// than the rest of the statement. See fleet_sample() for why each condition is there.
+inline std::string fleet_sql(const fleet_request& req, long long terminate_wait_ms,
+                             int server_version) {
+    std::string sql =
+        "WITH me AS (SELECT r.oid AS role, r.rolconnlimit, r.rolsuper, d.oid AS db,"
+        " d.datconnlimit FROM pg_catalog.pg_roles r, pg_catalog.pg_database d"
+        " WHERE r.rolname = session_user AND d.datname = pg_catalog.current_database()),"
+        " activity AS (SELECT datid, pid, usesysid, application_name, state, state_change,"
+        " backend_type FROM pg_catalog.pg_stat_get_activity(NULL))";
+    if (req.reap) {
+        // PostgreSQL 14 and later can wait for the terminated backend to exit: until then a
+        // concurrent reaper that read it in its snapshot could signal it again and count it
+        // twice; the lock keeps it out while we wait.
+        const std::string terminate = server_version >= 140000
+                                          ? "pg_catalog.pg_terminate_backend(a.pid, " +
+                                                std::to_string(terminate_wait_ms) + ")"
+                                          : std::string("pg_catalog.pg_terminate_backend(a.pid)");
+        sql += ", victims AS (SELECT a.pid FROM activity a, me"
+               " WHERE pg_catalog.current_setting('application_name') <> ''"
+               " AND a.usesysid = me.role AND a.datid = me.db"
+               " AND a.application_name = pg_catalog.current_setting('application_name')"
+               " AND a.state = 'idle' AND a.backend_type = 'client backend'"
+               " AND a.pid <> pg_catalog.pg_backend_pid()"
+               " AND a.state_change <= pg_catalog.now() - interval '" +
+               std::to_string(req.reap_idle_after.count()) +
+               " milliseconds' ORDER BY a.state_change, a.pid LIMIT " +
+               std::to_string(req.reap_max) +
+               "), reaped AS (SELECT count(*) FILTER (WHERE CASE"
+               // A backend gone meanwhile makes pg_terminate_backend warn; the warning is no
+               // news to anyone, so it is kept from the client (for this statement only).
+               " WHEN pg_catalog.set_config('client_min_messages', 'error', true) = '' THEN false"
+               " WHEN pg_catalog.pg_try_advisory_xact_lock(" +
+               std::to_string(fleet_lock_key) + ", a.pid) THEN " + terminate +
+               " ELSE false END) AS n FROM victims a)";
+    }
+    // A role without pg_read_all_stats sees other roles' sessions without backend_type: those
+    // count when they have a database and a user, as client backends have (and autovacuum and
+    // parallel workers too, which overcounts by a few at most, on the safe side).
+    sql += " SELECT count(*) FILTER (WHERE a.backend_type = 'client backend' OR"
+           " (a.backend_type IS NULL AND a.datid IS NOT NULL AND a.usesysid IS NOT NULL)),"
+           " count(*) FILTER (WHERE a.usesysid = me.role AND a.backend_type = 'client backend'),";
+    sql += req.reap ? " (SELECT n FROM reaped)," : " 0,";
+    sql += " pg_catalog.current_setting('application_name') = '',"
+           " pg_catalog.current_setting('max_connections'),"
+           " pg_catalog.current_setting('superuser_reserved_connections'),"
+           " pg_catalog.current_setting('reserved_connections', true),"
+           " me.rolconnlimit, me.datconnlimit, me.rolsuper"
+           " FROM activity a, me GROUP BY me.rolconnlimit, me.datconnlimit, me.rolsuper";
+    return sql;
+}
+
+/// The first row of a result: each column's text, "" for NULL (`null` tells).
+struct fleet_row {
+    std::vector<std::string> value;
+    std::vector<bool> null;
+
+    long long number(std::size_t i, long long otherwise = 0) const noexcept {
+        if (i >= value.size() || null[i] || value[i].empty()) {
+            return otherwise;
+        }
+        char* end = nullptr;
+        const long long n = std::strtoll(value[i].c_str(), &end, 10);
+        return end != nullptr && *end == '\0' ? n : otherwise;
+    }
+    bool flag(std::size_t i) const noexcept {
+        return i < value.size() && !null[i] && value[i] == "t";
+    }
+};
+
+/// libpq's text as one line, for an error message.
+inline std::string one_line(const char* text) {
+    std::string out;
+    for (const char* p = text; p != nullptr && *p != '\0'; ++p) {
+        const bool blank = *p == '\n' || *p == '\r' || *p == '\t' || *p == ' ';
+        if (!blank) {
+            out += *p;
+        } else if (!out.empty() && out.back() != ' ') {
+            out += ' ';
+        }
+    }
+    while (!out.empty() && out.back() == ' ') {
+        out.pop_back();
+    }
+    return out;
+}
+
+/// What fleet_sample() does, in one round trip bounded by `timeout` (see warmpool/fleet.hpp
+/// for the policy and fleet_sql() for the statement):
+///
+///   counts    pg_stat_activity's client backends, all and this session user's. Each backend
+///             is counted once, from the snapshot the statement reads (so zombies terminated by
+///             it are subtracted afterwards: they are gone by the time the pool decides).
+///   capacity  max_connections - superuser_reserved_connections - reserved_connections (16+);
+///             the user's limit is the lower of the role's CONNECTION LIMIT and the database's
+///             (superusers have none).
+///   reap      in the same statement, pg_terminate_backend on at most reap_max sessions with
+///             this session's user, database and application_name (which must be set: with an
+///             empty one nothing is reaped and reap_error says so), state 'idle' exactly (never
+///             'idle in transaction', never 'active'), a client backend, not this one, idle
+///             since reap_idle_after or longer, oldest first. Only those it returned true for
+///             count. Concurrent reapers do not count one zombie twice: each takes a
+///             transaction-level advisory lock on the pid first (key fleet_lock_key), and from
+///             PostgreSQL 14 waits for the backend to exit before its statement ends (up to a
+///             share of the timeout; one that takes longer is not counted). Before 14 a zombie
+///             may be counted by two reapers.
+///   user      session_user: the login role, which pg_stat_activity shows and CONNECTION LIMIT
+///             counts (current_user differs after SET ROLE).
+///
+/// What reaping cannot see: session state outside a transaction, such as session-level
+/// advisory locks, LISTEN or temporary tables of an idle session of the same application. A
+/// zombie's owner is gone, so nothing waits for them; a live instance's connection idle that
+/// long (reap_idle_after too short) loses them with the connection.
+///
+/// A timeout or an I/O error leaves the connection mid-query (ok = false, usable = false: the
+/// pool closes it); an error the server reported is read to the end (usable = true).
+inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
+                                  std::chrono::milliseconds timeout) noexcept {
+    fleet_reading r;
+    try {
+        const functions* const pq = api();
+        PGconn* const c = conn(s);
+        if (pq == nullptr || c == nullptr || pq->status(c) != CONNECTION_OK) {
+            r.usable = false;
+            r.error = "the fleet sample was not sent: the connection is broken";
+            return r;
+        }
+        if (pq->is_busy(c) != 0 || pq->transaction_status(c) != PQTRANS_IDLE) {
+            // The advisory locks and the setting would outlive the statement inside a
+            // transaction; the pool samples only after its rollback, so this is a caller's bug.
+            r.error = "the fleet sample was not sent: the connection is inside a transaction "
+                      "or busy (sample only after the rollback at give-back)";
+            return r;
+        }
+        const auto start = steady::now();
+        const auto deadline = start + timeout;
+        const long long wait_ms =
+            std::max<long long>(1, timeout.count() / (2 * std::max(1u, req.reap_max)));
+        const std::string sql = fleet_sql(req, wait_ms, pq->server_version(c));
+        const bool was_nonblocking = pq->is_nonblocking(c) != 0;
+        if (!was_nonblocking && pq->set_nonblocking(c, 1) != 0) {
+            r.usable = false;
+            r.error = "the fleet sample was not sent: libpq cannot make the connection "
+                      "non-blocking";
+            return r;
+        }
+        fleet_row row;
+        std::string server_error;
+        bool io_failed = false;
+        const bool succeeded = send_and_collect(
+            *pq, c, sql.c_str(), deadline,
+            [&](PGresult* result) {
+                const ExecStatusType status = pq->result_status(result);
+                if (status == PGRES_TUPLES_OK && row.value.empty() && pq->ntuples(result) > 0) {
+                    const int n = pq->nfields(result);
+                    for (int i = 0; i < n; ++i) {
+                        row.null.push_back(pq->get_is_null(result, 0, i) != 0);
+                        row.value.emplace_back(pq->get_value(result, 0, i));
+                    }
+                } else if (status != PGRES_TUPLES_OK && server_error.empty()) {
+                    const char* primary = pq->result_error_field(result, PG_DIAG_MESSAGE_PRIMARY);
+                    const char* state = pq->result_error_field(result, PG_DIAG_SQLSTATE);
+                    server_error = one_line(primary != nullptr ? primary : "no message");
+                    if (state != nullptr) {
+                        server_error += std::string(" (SQLSTATE ") + state + ")";
+                    }
+                }
+            },
+            &io_failed);
+        if (io_failed || pq->status(c) != CONNECTION_OK) {
+            r.usable = false;
+            const long long waited =
+                std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start)
+                    .count();
+            if (steady::now() >= deadline) {
+                r.error = "the fleet sample got no answer within " +
+                          std::to_string(timeout.count()) +
+                          " ms (the server or the network is stalled); the connection is "
+                          "closed";
+            } else {
+                r.error = "the fleet sample failed after " + std::to_string(waited) +
+                          " ms: " + one_line(pq->error_message(c)) + "; the connection is closed";
+            }
+            return r;
+        }
+        if (!was_nonblocking && pq->set_nonblocking(c, 0) != 0) {
+            r.usable = false;
+        }
+        if (!succeeded || row.value.size() < 10) {
+            r.error = "the fleet sample's query failed on the server: " +
+                      (server_error.empty() ? std::string("no row came back") : server_error);
+            return r;
+        }
+        const auto count = [](long long n) {
+            return static_cast<std::size_t>(std::max(0LL, n));
+        };
+        r.reaped = static_cast<unsigned>(std::max(0LL, row.number(2)));
+        r.server_in_use = count(row.number(0) - r.reaped);
+        r.user_in_use = count(row.number(1) - r.reaped);
+        if (req.reap && row.flag(3)) {
+            r.reap_error = "not reaping: this session's application_name is empty, so its "
+                           "zombies cannot be told from other applications' connections; set "
+                           "soci_config::application_name (or application_name in the connect "
+                           "string)";
+        }
+        if (req.with_capacity) {
+            r.server_capacity =
+                count(row.number(4) - row.number(5) - row.number(6)); // NULL reserved: 0
+            long long limit = -1;
+            if (!row.flag(9)) {
+                limit = row.number(7, -1);
+                const long long database = row.number(8, -1);
+                if (database >= 0 && (limit < 0 || database < limit)) {
+                    limit = database;
+                }
+            }
+            // A limit of 0 lets no new connection in: none to free for the fleet either, so it
+            // is reported as no limit (0) rather than as a full one.
+            r.user_capacity = count(limit);
+        }
+        r.ok = true;
+        return r;
+    } catch (...) {
+        // Out of memory, perhaps between reading results: the connection may be mid-query.
+        r.ok = false;
+        r.usable = false;
+        r.error = "the fleet sample failed: out of memory";
+        return r;
+    }
 }
 
 #if WARMPOOL_SOCI_POSTGRESQL_NATIVE == 1
@@ -4978,7 +6008,10 @@ inline bool reset(soci::session& s, std::chrono::milliseconds) noexcept {
 #include <soci/soci.h>
 
 #include <algorithm>
+#include <cerrno> // program_invocation_short_name (glibc)
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -5046,6 +6079,48 @@ inline bool names_factory(std::string_view type, std::string_view name) {
     const bool whole_before = before == ':' || (before >= '0' && before <= '9');
     const bool whole_after = end == type.size() || type[end] == 'E';
     return whole_before && whole_after;
+}
+
+/// soci_config::application_name's default: the Lambda function's name when the process runs
+/// in AWS Lambda, else the program's name; "" when neither is known.
+inline std::string default_application_name() {
+    const char* const lambda = std::getenv("AWS_LAMBDA_FUNCTION_NAME");
+    if (lambda != nullptr && *lambda != '\0') {
+        return lambda;
+    }
+#if defined(__GLIBC__)
+    if (program_invocation_short_name != nullptr && *program_invocation_short_name != '\0') {
+        return program_invocation_short_name;
+    }
+#elif defined(__APPLE__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__)
+    if (const char* const name = ::getprogname(); name != nullptr && *name != '\0') {
+        return name;
+    }
+#endif
+    std::string name;
+    if (std::FILE* const comm = std::fopen("/proc/self/comm", "r")) {
+        char buf[64] = {};
+        if (std::fgets(buf, sizeof buf, comm) != nullptr) {
+            name = buf;
+        }
+        std::fclose(comm);
+    }
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) {
+        name.pop_back();
+    }
+    return name;
+}
+
+/// What PostgreSQL keeps of an application_name: printable ASCII (other bytes become '?', as
+/// the server itself would do), at most 63 bytes (NAMEDATALEN - 1; the server would cut it).
+/// Blanks become '_': SOCI 4.0.3 splits a keyword=value connect string at every blank, even
+/// inside quotes, and a URI would carry them, so the same name would name two fleets.
+inline std::string sanitized_application_name(std::string_view name) {
+    std::string out;
+    for (const char c : name.substr(0, 63)) {
+        out += c == ' ' ? '_' : c > 0x20 && c <= 0x7e ? c : '?';
+    }
+    return out;
 }
 
 } // namespace soci_impl
@@ -5143,6 +6218,18 @@ public:
     /// when the lease changed session state you cannot undo. An exception counts as false.
     /// Runs on the thread giving the lease back, outside the pool's lock; keep it cheap.
     std::function<bool(soci::session&)> on_release;
+
+    /// The name PostgreSQL sessions report (application_name, shown in pg_stat_activity), used
+    /// by the fleet policy (options::fleet, warmpool/fleet.hpp) to tell fleets apart: only
+    /// idle connections of the same name, user and database are reaped. Default: the
+    /// environment's AWS_LAMBDA_FUNCTION_NAME when set, else the program's name
+    /// (program_invocation_short_name, /proc/self/comm). It is sent as libpq's
+    /// fallback_application_name, so an application_name already in the connect string (or
+    /// PGAPPNAME in the environment) wins. Blanks become '_' (SOCI 4.0.3 cannot pass them in a
+    /// keyword=value connect string), other bytes outside printable ASCII '?', and it is cut to
+    /// 63 bytes, PostgreSQL's limit (so two names alike in their first 63 bytes are one fleet).
+    /// Empty: none added. Other backends ignore it.
+    std::string application_name = soci_impl::default_application_name();
 
     /// The backend name, as SOCI knows it ("postgresql", "mysql", "sqlite3", …).
     const std::string& backend() const noexcept { return backend_; }
@@ -5373,8 +6460,47 @@ inline unsigned mysql_error_number(const std::exception& e) noexcept {
 #endif
 }
 
+/// Appends soci_config::application_name to PostgreSQL parameters as
+/// fallback_application_name, quoted for the keyword form or percent-encoded for a URI, unless
+/// the parameters name an application already.
+inline void add_application_name(std::string& p, bool keyword_form, const std::string& name) {
+    const std::string app = sanitized_application_name(name);
+    if (app.empty() || detail::soci_cs::has_keyword(p, "application_name") ||
+        detail::soci_cs::has_keyword(p, "fallback_application_name")) {
+        return;
+    }
+    if (keyword_form) {
+        std::string quoted = "'";
+        for (const char c : app) {
+            if (c == '\'' || c == '\\') {
+                quoted += '\\';
+            }
+            quoted += c;
+        }
+        p += (p.empty() ? "" : " ") + std::string("fallback_application_name=") + quoted + "'";
+        return;
+    }
+    static constexpr char hex[] = "0123456789ABCDEF";
+    std::string encoded;
+    for (const char c : app) {
+        const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+                                c == '~';
+        if (unreserved) {
+            encoded += c;
+        } else {
+            encoded += '%';
+            encoded += hex[(static_cast<unsigned char>(c) >> 4) & 0xf];
+            encoded += hex[static_cast<unsigned char>(c) & 0xf];
+        }
+    }
+    p += (p.find('?') == std::string::npos ? "?" : "&") +
+         std::string("fallback_application_name=") + encoded;
+}
+
 /// The parameters handed to SOCI: the user's, plus a connect timeout where the backend takes
-/// one and the user set none, plus a scheme for a bare PostgreSQL URI.
+/// one and the user set none, plus a scheme for a bare PostgreSQL URI and, for PostgreSQL,
+/// soci_config::application_name.
 inline std::string effective_params(const soci_config& cfg, std::string p,
                                     std::chrono::milliseconds timeout) {
     // Whole seconds, rounded up; libpq treats 1 as 2, so 2 is the floor there. The ceiling, about
@@ -5397,6 +6523,7 @@ inline std::string effective_params(const soci_config& cfg, std::string p,
                      std::string("connect_timeout=") + std::to_string(seconds);
             }
         }
+        add_application_name(p, keyword_form, cfg.application_name);
     } else if (cfg.backend() == "mysql") {
         if (!detail::soci_cs::has_keyword(p, "connect_timeout")) {
             p += (p.empty() ? "" : " ") + std::string("connect_timeout=") + std::to_string(seconds);
@@ -5654,6 +6781,68 @@ struct soci_traits {
         } catch (...) {
             return false;
         }
+    }
+
+    /// options::fleet (warmpool/fleet.hpp): the server's connection counts and limits, and
+    /// zombies of the same application reaped when asked, all within `timeout`. PostgreSQL: one
+    /// round trip (warmpool/soci/postgresql.hpp); MariaDB/MySQL: one, plus one KILL per zombie
+    /// and one lock release when reaping (warmpool/soci/mysql.hpp). Elsewhere ok = false: the
+    /// pool refuses such a config first (fleet_unsupported). The error texts are the server's
+    /// or the client library's words about the statement and the socket: no connect string,
+    /// so no secret, is in them.
+    static fleet_reading fleet_sample(soci::session& s, const soci_config& cfg,
+                                      const fleet_request& req,
+                                      std::chrono::milliseconds timeout) noexcept {
+        namespace impl = soci_impl;
+        switch (impl::kind_of(s)) {
+#if WARMPOOL_SOCI_POSTGRESQL_NATIVE
+        case impl::backend_kind::postgresql:
+            return detail::soci_pg::fleet_sample(s, req, timeout);
+#endif
+#if WARMPOOL_SOCI_MYSQL_NATIVE
+        case impl::backend_kind::mysql:
+            return detail::soci_my::fleet_sample(s, req, timeout);
+#endif
+        default:
+            break;
+        }
+        (void)req;
+        (void)timeout;
+        fleet_reading r;
+        try {
+            r.error = fleet_unsupported(cfg);
+            if (r.error.empty()) {
+                r.error = "the session's backend has no fleet sample";
+            }
+        } catch (...) {
+            // Out of memory: the reading says !ok without words.
+        }
+        return r;
+    }
+
+    /// "" when `cfg`'s backend can take part in the fleet policy (PostgreSQL, MariaDB/MySQL with
+    /// native checks compiled in); otherwise why not.
+    static std::string fleet_unsupported(const soci_config& cfg) {
+        const std::string& b = cfg.backend();
+        if (b == "sqlite3") {
+            return "the fleet policy manages connections to a server shared by many processes, "
+                   "and SQLite has none (its database is a file opened in process): turn "
+                   "options::fleet off for sqlite3";
+        }
+        if ((b == "postgresql" && WARMPOOL_SOCI_POSTGRESQL_NATIVE) ||
+            (b == "mysql" && WARMPOOL_SOCI_MYSQL_NATIVE)) {
+            return {};
+        }
+        if (b == "postgresql" || b == "mysql") {
+            return "the fleet policy needs the adapter's native checks for " + b +
+                   ", which this program compiled out (WARMPOOL_SOCI_" +
+                   (b == "postgresql" ? std::string("POSTGRESQL") : std::string("MYSQL")) +
+                   "=0, the portable fallback): compile them in (README: \"SOCI backends and "
+                   "the native checks\") or turn options::fleet off";
+        }
+        return "the fleet policy needs native checks, which only the postgresql and mysql "
+               "backends have; backend \"" +
+               b + "\" has the portable fallback only: turn options::fleet off";
     }
 
     /// "backend://parameters" with every password value replaced by "***".
