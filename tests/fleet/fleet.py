@@ -68,7 +68,7 @@ TOO_MANY_RE = re.compile(
     r"too_many_connections|too many clients|too many connections|remaining connection slots",
     re.IGNORECASE,
 )
-KILLED_RE = re.compile(r"\b(?:killed|reaped)[ =:]*(\d+)")
+KILLED_RE = re.compile(r"\b(?:killed|reaped)[ =:]*(\d+)|\bended (\d+) zombie")
 SYS_PIDFD_GETFD = 438  # x86_64, arm64 and every architecture since Linux 5.6 share the number
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -993,8 +993,8 @@ def scan_logs(directory, subject):
                     words = line[7:].split()
                     fleet[words[0] if words else "?"] += 1
                     # Other instances' connections ended: "fleet: killed N" (the Node modules),
-                    # "reaped N" in the bootstrap's sample lines.
-                    kills += sum(int(n) for n in KILLED_RE.findall(line))
+                    # "ended N zombie connections" in the bootstrap's sample lines.
+                    kills += sum(int(a or b) for a, b in KILLED_RE.findall(line))
     return {"too_many": too_many, "fleet_pressure": pressure, "kills": kills,
             "fleet_lines": dict(fleet)}
 
