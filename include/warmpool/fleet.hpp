@@ -43,9 +43,13 @@ struct fleet_options {
     /// PostgreSQL and MariaDB/MySQL); the pool's constructor refuses it otherwise.
     bool enabled = false;
 
-    /// Probability that a give-back samples the server, in [0, 1]. Sampling spreads the cost
-    /// (and the concurrent reapers) over the fleet: with N instances each invoked r times a
-    /// second the server sees about N * r * sample_fraction management queries a second.
+    /// Probability that a give-back samples the server, in (0, 1], while the server is below
+    /// close_above. Sampling spreads the cost (and the concurrent reapers) over the fleet: with
+    /// N instances each invoked r times a second the server sees about N * r * sample_fraction
+    /// management queries a second. Two give-backs sample whatever the coin says: a pool's
+    /// first (it knows nothing yet), and every one after a sample that found the server at or
+    /// above close_above, until a sample finds it below: under pressure each connection given
+    /// back is a slot another instance may be waiting for.
     double sample_fraction = 0.25;
 
     /// And at most one sample per sample_interval per pool (0 = no floor): bounds the load a

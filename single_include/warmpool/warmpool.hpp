@@ -239,9 +239,13 @@ struct fleet_options {
     /// PostgreSQL and MariaDB/MySQL); the pool's constructor refuses it otherwise.
     bool enabled = false;
 
-    /// Probability that a give-back samples the server, in [0, 1]. Sampling spreads the cost
-    /// (and the concurrent reapers) over the fleet: with N instances each invoked r times a
-    /// second the server sees about N * r * sample_fraction management queries a second.
+    /// Probability that a give-back samples the server, in (0, 1], while the server is below
+    /// close_above. Sampling spreads the cost (and the concurrent reapers) over the fleet: with
+    /// N instances each invoked r times a second the server sees about N * r * sample_fraction
+    /// management queries a second. Two give-backs sample whatever the coin says: a pool's
+    /// first (it knows nothing yet), and every one after a sample that found the server at or
+    /// above close_above, until a sample finds it below: under pressure each connection given
+    /// back is a slot another instance may be waiting for.
     double sample_fraction = 0.25;
 
     /// And at most one sample per sample_interval per pool (0 = no floor): bounds the load a
@@ -2278,15 +2282,18 @@ private:
         }
     }
 
-    // Whether this give-back samples: not within sample_interval of the last sample, then a
-    // coin weighted by sample_fraction (none at 1, so a fraction of 1 is deterministic).
+    // Whether this give-back samples: never within sample_interval of the last sample; always
+    // the pool's first (it knows nothing yet: a cold start) and while the last sample found the
+    // server at or above close_above (under pressure each give-back's slot matters, and the
+    // next sample tells when it is over); otherwise a coin weighted by sample_fraction (none at
+    // 1, so a fraction of 1 is deterministic).
     bool fleet_due_locked(time_point now) {
         const fleet_options& f = opts_.fleet;
         if (fleet_sampled_ && f.sample_interval.count() > 0 &&
             now - fleet_last_sample_ < f.sample_interval) {
             return false;
         }
-        if (f.sample_fraction >= 1.0) {
+        if (!fleet_sampled_ || fleet_pressure_ || f.sample_fraction >= 1.0) {
             return true;
         }
         std::uniform_real_distribution<double> coin(0.0, 1.0);
@@ -2334,6 +2341,7 @@ private:
         stats_.fleet_in_use = r.in_use;
         r.over = static_cast<double>(r.in_use) >=
                  opts_.fleet.close_above * static_cast<double>(r.capacity);
+        fleet_pressure_ = r.over;
         if (r.over && why == close_reason::none && waiters_.empty()) {
             why = close_reason::fleet_pressure;
             r.closing = true;
@@ -2744,6 +2752,7 @@ private:
     // The fleet policy's memory (options::fleet), under mutex_.
     time_point fleet_last_sample_{};
     bool fleet_sampled_ = false;
+    bool fleet_pressure_ = false; // the last sample found the server at or above close_above
     time_point fleet_capacity_read_{};
     bool fleet_capacity_known_ = false;
     std::size_t fleet_server_capacity_ = 0;

@@ -337,6 +337,37 @@ TEST_CASE("sample_fraction samples about that fraction of give-backs") {
     CHECK(p.stats().fleet_samples == n);
 }
 
+TEST_CASE("a pool's first give-back samples, and under pressure every give-back does") {
+    fixture f;
+    server_at(f, 2);
+    auto o = fleet_on();
+    // A coin that (almost) never comes up: what samples below is not the coin's doing. One
+    // chance in 10^9 per give-back that it does.
+    o.fleet.sample_fraction = 1e-9;
+    pool p(f.server, o);
+    use_once(p);
+    CHECK(requests(f) == 1); // the first: nothing known yet
+    for (int i = 0; i < 20; ++i) {
+        use_once(p);
+    }
+    CHECK(requests(f) == 1); // below the threshold: the coin decides
+    // The server fills up; a new instance starts, and its first sample sees it.
+    server_at(f, 18);
+    pool q(f.server, o);
+    const std::size_t before = requests(f);
+    for (int i = 0; i < 5; ++i) {
+        use_once(q); // each closes its connection (18 of 20) and samples again
+    }
+    CHECK(requests(f) == before + 5);
+    CHECK(q.stats().closed_fleet_pressure == 5);
+    server_at(f, 3); // relieved: one sample finds it out, then the coin again
+    for (int i = 0; i < 5; ++i) {
+        use_once(q);
+    }
+    CHECK(requests(f) == before + 6);
+    CHECK(q.stats().closed_fleet_pressure == 5);
+}
+
 TEST_CASE("a sample that hangs is cut off by validation_timeout and closes the connection") {
     fixture f;
     f.server->fleet_hangs = true;
