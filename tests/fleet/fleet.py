@@ -354,8 +354,10 @@ class Server:
             return (f"select count(*) filter (where usename = '{SUBJECT_USER}'), "
                     "count(*) filter (where backend_type = 'client backend') "
                     "from pg_stat_activity")
-        return (f"select coalesce(sum(user = '{SUBJECT_USER}'), 0), count(*) "
-                "from information_schema.processlist where command <> 'Daemon'")
+        # A session being killed stays listed (command 'Killed') for a moment after its slot
+        # is given back to the server's count: not one the subjects hold.
+        return (f"select coalesce(sum(user = '{SUBJECT_USER}' and command <> 'Killed'), 0), "
+                "count(*) from information_schema.processlist where command <> 'Daemon'")
 
     def _sample_loop(self):
         sql = self._count_sql()
