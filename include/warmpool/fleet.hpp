@@ -92,7 +92,8 @@ struct fleet_request {
     unsigned reap_max = 0;
 };
 
-/// What a traits' fleet_sample() reports. Counts include the connection that sampled.
+/// What a traits' fleet_sample() reports. Counts include the connection that sampled and leave
+/// out the zombies this sample ended (their slots are free, or about to be).
 struct fleet_reading {
     /// The counts below are valid. False when the query failed or timed out.
     bool ok = false;
@@ -117,7 +118,8 @@ struct fleet_reading {
     /// Non-empty when reaping was asked for and could not run (missing privilege, ...): why.
     /// The counts are still valid.
     std::string reap_error;
-    /// Non-empty when !ok: what failed, without secrets.
+    /// Non-empty when !ok: what failed, without secrets, ending with whether the connection can
+    /// be kept (the pool closes it when !usable).
     std::string error;
 };
 

@@ -405,7 +405,8 @@ private:
         for (options::duration* d :
              {&o.acquire_timeout, &o.handoff_after, &o.validation_window, &o.validation_timeout,
               &o.socket_check_after, &o.idle_timeout, &o.max_lifetime, &o.connect_backoff_base,
-              &o.connect_backoff_cap, &o.leak_threshold, &o.housekeeping_interval}) {
+              &o.connect_backoff_cap, &o.leak_threshold, &o.housekeeping_interval,
+              &o.fleet.sample_interval, &o.fleet.capacity_ttl, &o.fleet.reap_idle_after}) {
             *d = std::min(*d, options::forever);
         }
         return o;
@@ -1232,15 +1233,11 @@ private:
         if (!fleet_capacity_known_) {
             return; // the server's limit could not be read: no basis for a decision
         }
-        // The zombies just ended were counted (same user, same server) but their slots are
-        // free, or about to be.
-        const auto less_reaped = [&r](std::size_t n) {
-            return n > r.reading.reaped ? n - r.reading.reaped : std::size_t{0};
-        };
+        // The traits' counts leave out the zombies this sample ended (fleet_reading).
         r.capacity = fleet_server_capacity_;
-        r.in_use = less_reaped(r.reading.server_in_use);
+        r.in_use = r.reading.server_in_use;
         if (fleet_user_capacity_ > 0) {
-            const std::size_t user_in_use = less_reaped(r.reading.user_in_use);
+            const std::size_t user_in_use = r.reading.user_in_use;
             // user_in_use / user_cap > in_use / capacity, without division.
             if (static_cast<double>(user_in_use) * static_cast<double>(r.capacity) >
                 static_cast<double>(r.in_use) * static_cast<double>(fleet_user_capacity_)) {
@@ -1263,8 +1260,8 @@ private:
     void emit_fleet(std::uint64_t id, const fleet_result& r) const noexcept {
         try {
             if (!r.reading.ok) {
-                const std::string text = "the fleet sample failed: " + r.reading.error +
-                                         (r.reading.usable ? "" : "; the connection is closed");
+                // The traits' text says whether the connection can be kept (fleet_reading).
+                const std::string text = "the fleet sample failed: " + r.reading.error;
                 emit({event_type::fleet_sample_failed, id, close_reason::none, r.took, text});
                 return;
             }

@@ -319,6 +319,24 @@ TEST_CASE("sample_interval: at most one sample per interval per pool") {
     CHECK(p.stats().fleet_samples == 2);
 }
 
+TEST_CASE("fleet durations past options::forever mean forever, with no overflow") {
+    fixture f;
+    server_at(f, 1);
+    auto o = fleet_on();
+    o.fleet.sample_interval = std::chrono::milliseconds::max();
+    o.fleet.capacity_ttl = std::chrono::milliseconds::max();
+    o.fleet.reap = true;
+    o.fleet.reap_idle_after = std::chrono::milliseconds::max();
+    pool p(f.server, o);
+    CHECK(p.get_options().fleet.sample_interval == warmpool::options::forever);
+    CHECK(p.get_options().fleet.reap_idle_after == warmpool::options::forever);
+    use_once(p);
+    manual_clock::advance(std::chrono::hours{24 * 365});
+    use_once(p);
+    CHECK(requests(f) == 1); // a year later: still within the interval
+    CHECK(last_request(f).reap_idle_after == warmpool::options::forever);
+}
+
 TEST_CASE("sample_fraction samples about that fraction of give-backs") {
     fixture f;
     server_at(f, 1);
@@ -383,7 +401,8 @@ TEST_CASE("a sample that hangs is cut off by validation_timeout and closes the c
     CHECK(s.closed_broken == 1); // unreadable: never reused
     CHECK(f.server->open_now == 0);
     CHECK(last_message(f, event_type::fleet_sample_failed) ==
-          "the fleet sample failed: mock: no answer within 2000 ms; the connection is closed");
+          "the fleet sample failed: mock: no answer within 2000 ms; the connection cannot be "
+          "reused");
     f.server->fleet_hangs = false;
     CHECK(use_once(p) == 2);
 }

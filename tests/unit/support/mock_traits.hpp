@@ -233,7 +233,8 @@ struct mock_traits {
             manual_clock::advance(timeout);
             warmpool::fleet_reading failed;
             failed.usable = false;
-            failed.error = "mock: no answer within " + std::to_string(timeout.count()) + " ms";
+            failed.error = "mock: no answer within " + std::to_string(timeout.count()) +
+                           " ms; the connection cannot be reused";
             return failed;
         }
         if (server->fleet_cost.count() > 0) {
@@ -251,8 +252,13 @@ struct mock_traits {
         }
         r.reaped = 0;
         if (req.reap) {
+            // Ended now: their slots no longer count (the contract of fleet_reading).
             r.reaped = std::min(server->fleet_zombies, req.reap_max);
             server->fleet_zombies -= r.reaped;
+            server->fleet.server_in_use -= std::min<std::size_t>(r.reaped, r.server_in_use);
+            server->fleet.user_in_use -= std::min<std::size_t>(r.reaped, r.user_in_use);
+            r.server_in_use = server->fleet.server_in_use;
+            r.user_in_use = server->fleet.user_in_use;
         }
         return r;
     }
