@@ -873,8 +873,9 @@ struct soci_traits {
 
     /// options::fleet (warmpool/fleet.hpp): the server's connection counts and limits, and
     /// zombies of the same application reaped when asked, all within `timeout`. PostgreSQL: one
-    /// round trip (warmpool/soci/postgresql.hpp); MariaDB/MySQL: one, plus one KILL per zombie
-    /// and one lock release when reaping (warmpool/soci/mysql.hpp). Elsewhere ok = false: the
+    /// round trip (warmpool/soci/postgresql.hpp); MariaDB 10.3+: one; MySQL: one, plus one KILL
+    /// per zombie and one lock release when reaping (warmpool/soci/mysql.hpp). Counts leave out
+    /// the zombies the sample ended. Elsewhere ok = false: the
     /// pool refuses such a config first (fleet_unsupported). The error texts are the server's
     /// or the client library's words about the statement and the socket: no connect string,
     /// so no secret, is in them.
@@ -902,6 +903,7 @@ struct soci_traits {
             if (r.error.empty()) {
                 r.error = "the session's backend has no fleet sample";
             }
+            r.error += "; the connection can be reused";
         } catch (...) {
             // Out of memory: the reading says !ok without words.
         }

@@ -6,7 +6,10 @@
 // and closed, and reaping ends idle sessions of the same application and nothing else (never a
 // transaction that did work, another application's session, a busy one, the sampler, more than
 // reap_max), exactly once under concurrent reapers; a hung server costs the timeout and no
-// more. Also soci_config::application_name, as PostgreSQL sees it.
+// more. Also soci_config::application_name, as PostgreSQL sees it. Then what the first version
+// got wrong: PostgreSQL's database limit against every role's connections, reaping many in one
+// quick round trip, a session that wakes while a reaper runs, idle times of a century;
+// MariaDB's case-sensitive account names, group_concat_max_len, and the kill-while-waking race.
 
 #include <warmpool/soci.hpp>
 
@@ -18,13 +21,21 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace {
 
@@ -69,6 +80,18 @@ bool next_statement_fails(soci::session& s) {
     } catch (const std::exception&) {
         return true;
     }
+}
+
+/// The failure texts end by saying, once, whether the connection can be reused.
+void check_says_reuse(const warmpool::fleet_reading& r) {
+    INFO("error: " << r.error);
+    const std::string yes = "; the connection can be reused";
+    const std::string no = "; the connection cannot be reused";
+    const std::string& end = r.usable ? yes : no;
+    REQUIRE(r.error.size() > end.size());
+    CHECK(r.error.compare(r.error.size() - end.size(), end.size(), end) == 0);
+    CHECK(r.error.find("reused") == r.error.size() - std::string("reused").size());
+    CHECK(r.error.find("connection is closed") == std::string::npos);
 }
 
 long long elapsed_us(steady::time_point start) {
@@ -176,8 +199,9 @@ TEST_CASE("PostgreSQL: the fleet sample reads the server's limits and counts the
     CHECK(grown.user_in_use == 4);
     CHECK(grown.server_in_use >= clients + 3);
     CHECK(grown.server_in_use <= clients + 3 + 3);
-    CHECK(grown.server_capacity == 0); // not asked for
-    CHECK(grown.user_capacity == 0);
+    // Filled even when not asked for: which user limit binds follows the counts (see below).
+    CHECK(grown.server_capacity == first.server_capacity);
+    CHECK(grown.user_capacity == 20);
 
     // A database limit lower than the role's wins; a superuser has neither.
     *role.admin << "alter database warmpool_test connection limit 10";
@@ -185,6 +209,12 @@ TEST_CASE("PostgreSQL: the fleet sample reads the server's limits and counts the
     *role.admin << "alter database warmpool_test connection limit -1";
     REQUIRE(db_limited.ok);
     CHECK(db_limited.user_capacity == 10);
+    // ... and is compared with every role's connections to the database, the admin's included.
+    long long to_db = 0;
+    *role.admin << "select count(*) from pg_stat_activity where backend_type = 'client backend' "
+                   "and datname = current_database()",
+        soci::into(to_db);
+    CHECK(db_limited.user_in_use == static_cast<std::size_t>(to_db));
     const warmpool::soci_config admin_cfg(need(pg));
     const auto superuser = sample(*role.admin, admin_cfg, counts_only());
     REQUIRE(superuser.ok);
@@ -370,6 +400,7 @@ struct pg_terminate_revoked {
     explicit pg_terminate_revoked(soci::session& a) : admin(a) {
         long long version = 0;
         admin << "select current_setting('server_version_num')::int", soci::into(version);
+        // pg_terminate_backend(pid) is the (integer, bigint DEFAULT 0) one from 14 on.
         function = version >= 140000 ? "pg_terminate_backend(integer, bigint)"
                                      : "pg_terminate_backend(integer)";
         admin << "revoke execute on function " + function + " from public";
@@ -397,6 +428,7 @@ TEST_CASE("PostgreSQL: an error the server reports leaves the sampler usable" * 
     CHECK(r.usable);
     CHECK(r.error.find("permission denied") != std::string::npos);
     CHECK(r.error.find("42501") != std::string::npos);
+    check_says_reuse(r);
     MESSAGE("the server's refusal: " << r.error);
     int one = 0;
     *sampler << "select 1", soci::into(one); // still in step with the server
@@ -464,9 +496,159 @@ TEST_CASE("PostgreSQL: a hung backend costs the sample its timeout, and the conn
     check_clean(r, pg_secret);
     CHECK_FALSE(r.ok);
     CHECK_FALSE(r.usable);
+    check_says_reuse(r);
     CHECK(took >= 450);
     CHECK(took < 500 + 500);
     CHECK(r.error.find("500 ms") != std::string::npos);
+}
+
+TEST_CASE("PostgreSQL: reaping 15 zombies is one quick round trip that counts each" *
+          skip_without(pg)) {
+    pg_fleet_role role(need(pg));
+    const std::string app = "fleet-many";
+    const warmpool::soci_config cfg = role.config(app);
+    constexpr unsigned zombie_count = 15;
+    std::vector<session_ptr> zombies;
+    for (unsigned i = 0; i < zombie_count; ++i) {
+        zombies.push_back(role.open(app));
+    }
+    auto sampler = role.open(app);
+    std::this_thread::sleep_for(milliseconds{1'200});
+    int one = 0;
+    *sampler << "select 1", soci::into(one);
+    // A 2 s timeout: waiting for each exit (up to timeout / (2 * reap_max) each, polled every
+    // 100 ms) would take about a second here and count none.
+    const auto start = steady::now();
+    const auto r = sample(*sampler, cfg, reaping(zombie_count), milliseconds{2'000});
+    const long long took = elapsed_ms(start);
+    MESSAGE("PostgreSQL: " << r.reaped << " zombies reaped in " << took << " ms");
+    REQUIRE(r.ok);
+    CHECK(r.reap_error.empty());
+    CHECK(r.reaped == zombie_count);
+    CHECK(took < 500);
+    CHECK(r.user_in_use == 1); // the sampler: the reaped are left out, exactly
+    for (auto& z : zombies) {
+        CHECK(next_statement_fails(*z));
+    }
+    CHECK(eventually([&] { return pg_client_backends(*role.admin, "warmpool_fleet") == 1; },
+                     milliseconds{5'000}));
+}
+
+TEST_CASE("PostgreSQL: a zombie that wakes while a reaper runs is ended before its first "
+          "statement or not at all" *
+          skip_without(pg, sigstop)) {
+    (void)need(sigstop);
+    pg_fleet_role role(need(pg));
+    const std::string app = "fleet-wake";
+    const warmpool::soci_config cfg = role.config(app);
+    auto a = role.open(app); // the oldest victim, which will be slow to exit
+    const long long pid_a = pg_backend_pid(*a);
+    std::this_thread::sleep_for(milliseconds{50});
+    auto b = role.open(app); // the one that wakes
+    auto sampler = role.open(app);
+    std::this_thread::sleep_for(milliseconds{1'200});
+    int one = 0;
+    *sampler << "select 1", soci::into(one);
+
+    bool began = false;
+    bool committed = false;
+    warmpool::fleet_reading r;
+    {
+        stopped_process freeze(static_cast<pid_t>(pid_a));
+        REQUIRE(freeze.stopped());
+        std::atomic<bool> started{false};
+        std::thread reaper([&] {
+            started = true;
+            r = sample(*sampler, cfg, reaping(2), milliseconds{5'000});
+        });
+        while (!started) {
+            std::this_thread::yield();
+        }
+        // A reaper that waited for A's exit before signalling B would still be waiting now.
+        std::this_thread::sleep_for(milliseconds{300});
+        try {
+            *b << "begin";
+            *b << "insert into fleet_t values (2)";
+            began = true;
+        } catch (const std::exception&) {
+            // ended before it began: nothing was written
+        }
+        reaper.join();
+        if (began) {
+            try {
+                *b << "commit";
+                committed = true;
+            } catch (const std::exception&) {
+            }
+        }
+    }
+    INFO("B began a transaction: " << began << ", committed it: " << committed);
+    REQUIRE(r.ok);
+    // Never a transaction that did work ended under it.
+    CHECK((!began || committed));
+    long long rows = 0;
+    *role.admin << "select count(*) from fleet_t", soci::into(rows);
+    CHECK(rows == (committed ? 1 : 0));
+}
+
+TEST_CASE("PostgreSQL: the database's connection limit counts every role's connections to it, "
+          "the role's every database's" *
+          skip_without(pg)) {
+    pg_fleet_role role(need(pg));
+    const std::string db = "warmpool_fleet_db";
+    struct database {
+        soci::session& admin;
+        std::string name;
+        database(soci::session& a, std::string n) : admin(a), name(std::move(n)) {
+            admin << "drop database if exists " + name + " with (force)";
+            admin << "create database " + name + " connection limit 5";
+        }
+        ~database() {
+            try {
+                admin << "drop database if exists " + name + " with (force)";
+            } catch (...) {
+            }
+        }
+    } limited(*role.admin, db);
+    const std::string app = "fleet-dblimit";
+    warmpool::soci_config cfg(with_param(role.cs, "dbname", db));
+    cfg.application_name = app;
+    auto sampler = warmpool::soci_traits::connect(cfg, milliseconds{10'000});
+
+    // Four of the database's five slots taken by another role: a new connection is refused
+    // at the next one, whoever opens it.
+    std::vector<session_ptr> others;
+    for (int i = 0; i < 3; ++i) {
+        others.push_back(admin_session(with_param(need(pg), "dbname", db)));
+    }
+    const auto db_full = sample(*sampler, cfg, counts_only());
+    REQUIRE(db_full.ok);
+    CHECK(db_full.user_capacity == 5);
+    CHECK(db_full.user_in_use == 4); // 1 of the role's 20 would be 5%: the database binds
+
+    // The role's limit fuller than the database's: 3 of 3 (two more on another database).
+    *role.admin << "alter role warmpool_fleet connection limit 3";
+    auto elsewhere = role.open(app);
+    auto elsewhere2 = role.open(app);
+    others.pop_back();
+    const auto role_full = sample(*sampler, cfg, counts_only());
+    REQUIRE(role_full.ok);
+    CHECK(role_full.user_capacity == 3);
+    CHECK(role_full.user_in_use == 3);
+}
+
+TEST_CASE("PostgreSQL: a reap_idle_after of a century or more still samples" * skip_without(pg)) {
+    pg_fleet_role role(need(pg));
+    const std::string app = "fleet-forever";
+    auto zombie = role.open(app);
+    auto sampler = role.open(app);
+    for (const milliseconds idle : {warmpool::options::forever, milliseconds::max()}) {
+        const auto r = sample(*sampler, role.config(app), reaping(2, idle));
+        INFO("reap_idle_after " << idle.count() << " ms: " << r.error);
+        CHECK(r.ok);
+        CHECK(r.reaped == 0);
+        CHECK(r.user_in_use == 2);
+    }
 }
 
 // --- MariaDB -------------------------------------------------------------------------------
@@ -613,8 +795,11 @@ TEST_CASE("MariaDB: reaping ends idle connections of the same user, oldest first
     REQUIRE(first.ok);
     CHECK(first.reap_error.empty());
     CHECK(first.reaped == 2);
-    CHECK_FALSE(mysql_connection_exists(sampler, zombie_ids[0]));
-    CHECK_FALSE(mysql_connection_exists(sampler, zombie_ids[1]));
+    // KILL returns before the killed connections' threads have ended.
+    CHECK(eventually([&] { return !mysql_connection_exists(sampler, zombie_ids[0]); },
+                     milliseconds{5'000}));
+    CHECK(eventually([&] { return !mysql_connection_exists(sampler, zombie_ids[1]); },
+                     milliseconds{5'000}));
     CHECK(mysql_connection_exists(sampler, zombie_ids[2]));
     const auto second = sample(sampler, cfg, reaping(2));
     REQUIRE(second.ok);
@@ -659,7 +844,9 @@ TEST_CASE("MariaDB: a BEGIN that touched no table yet is reaped, and loses nothi
     const auto r = sample(*sampler, cfg, reaping(5));
     REQUIRE(r.ok);
     CHECK(r.reaped == 1);
-    CHECK_FALSE(mysql_connection_exists(*sampler, begun_id));
+    // KILL returns before the killed connection's thread has ended.
+    CHECK(eventually([&] { return !mysql_connection_exists(*sampler, begun_id); },
+                     milliseconds{5'000}));
     // Its next statement fails instead of running in a transaction that quietly vanished.
     bool failed = false;
     try {
@@ -756,8 +943,319 @@ TEST_CASE("MariaDB: a stopped server costs the sample its timeout, and the conne
     check_clean(r, password_of(cs));
     CHECK_FALSE(r.ok);
     CHECK_FALSE(r.usable);
+    check_says_reuse(r);
     CHECK(took >= 450);
     CHECK(took < 500 + 500);
+}
+
+/// An account whose name is the test account's in capitals: another account to MariaDB, whose
+/// account names are case-sensitive. Dropped (its sessions killed first) at the end.
+struct mariadb_shouting_user {
+    session_ptr admin;
+    std::string cs;
+
+    explicit mariadb_shouting_user(const std::string& base) : admin(admin_session(base)) {
+        drop();
+        long long taken = 0;
+        *admin << "select count(*) from mysql.user where user = binary 'WARMPOOL'",
+            soci::into(taken);
+        REQUIRE(taken == 0);
+        *admin << "create user 'WARMPOOL'@'127.0.0.1' identified by 'Qz7-Vx9-Kw2'";
+        cs = with_param(with_param(without_param(base, "db"), "user", "WARMPOOL"), "password",
+                        "Qz7-Vx9-Kw2");
+    }
+    ~mariadb_shouting_user() {
+        try {
+            drop();
+        } catch (...) {
+        }
+    }
+    void drop() {
+        std::vector<long long> ids(100);
+        *admin << "select id from information_schema.processlist where cast(user as binary) = "
+                  "'WARMPOOL'",
+            soci::into(ids);
+        for (const long long id : ids) {
+            try {
+                *admin << "kill " + std::to_string(id);
+            } catch (...) {
+            }
+        }
+        *admin << "drop user if exists 'WARMPOOL'@'127.0.0.1'";
+    }
+};
+
+namespace my = warmpool::detail::soci_my;
+
+/// The sample in the form MySQL gets (one SELECT, then a KILL per zombie), run on MariaDB.
+warmpool::fleet_reading sample_as_mysql(soci::session& s, const warmpool::fleet_request& req) {
+    return my::fleet_sample(s, req, milliseconds{5'000}, my::fleet_dialect::statement);
+}
+
+bool mariadb_lock_free(soci::session& admin, long long id) {
+    soci::indicator ind = soci::i_ok;
+    long long holder = 0;
+    admin << "select is_used_lock('" + std::string(my::fleet_lock_prefix) + std::to_string(id) +
+                 "')",
+        soci::into(holder, ind);
+    return ind == soci::i_null;
+}
+
+TEST_CASE("MariaDB: an account whose name differs only in case is neither counted nor reaped" *
+          skip_without(mysql)) {
+    const std::string cs = need(mysql);
+    mariadb_shouting_user shouting(cs);
+    const warmpool::soci_config cfg(cs);
+    soci::session& sampler = *shouting.admin;
+    auto other = admin_session(shouting.cs);
+    const long long other_id = mysql_connection_id(*other);
+    std::this_thread::sleep_for(milliseconds{1'500});
+    const auto mine = [&] {
+        return static_cast<std::size_t>(
+            mariadb_number(sampler, "select count(*) from information_schema.processlist where "
+                                    "cast(user as binary) = 'warmpool'"));
+    };
+    SUBCASE("one statement (MariaDB)") {
+        const auto r = sample(sampler, cfg, reaping(5));
+        REQUIRE(r.ok);
+        CHECK(r.reaped == 0);
+        CHECK(r.user_in_use == mine());
+    }
+    SUBCASE("a SELECT, then KILLs (MySQL)") {
+        const auto r = sample_as_mysql(sampler, reaping(5));
+        REQUIRE(r.ok);
+        CHECK(r.reaped == 0);
+        CHECK(r.user_in_use == mine());
+    }
+    CHECK(mysql_connection_exists(sampler, other_id));
+    CHECK_FALSE(next_statement_fails(*other));
+}
+
+TEST_CASE("MariaDB: a group_concat_max_len too short for the ids never makes a cut id a "
+          "victim" *
+          skip_without(mysql)) {
+    const std::string cs = need(mysql);
+    const warmpool::soci_config cfg(cs);
+    auto sampler = admin_session(cs);
+    std::vector<session_ptr> zombies;
+    std::vector<long long> ids;
+    for (int i = 0; i < 2; ++i) {
+        zombies.push_back(admin_session(cs));
+        ids.push_back(mysql_connection_id(*zombies.back()));
+    }
+    // Two ids and a comma need more than 4 bytes: "12,13" would come back as "12,1".
+    *sampler << "set session group_concat_max_len = 4";
+    std::this_thread::sleep_for(milliseconds{1'500});
+    int one = 0;
+    *sampler << "select 1", soci::into(one);
+    SUBCASE("a SELECT, then KILLs (MySQL): nothing locked or killed, and reap_error says why") {
+        const auto r = sample_as_mysql(*sampler, reaping(2));
+        REQUIRE(r.ok);
+        CHECK(r.reaped == 0);
+        CHECK(r.reap_error.find("group_concat_max_len is 4") != std::string::npos);
+        MESSAGE("reap_error: " << r.reap_error);
+        for (const long long id : ids) {
+            CHECK(mysql_connection_exists(*sampler, id));
+            CHECK(mariadb_lock_free(*sampler, id));
+        }
+        // Long enough, the same form reaps both, exactly.
+        *sampler << "set session group_concat_max_len = 42";
+        const auto enough = sample_as_mysql(*sampler, reaping(2));
+        REQUIRE(enough.ok);
+        CHECK(enough.reap_error.empty());
+        CHECK(enough.reaped == 2);
+    }
+    SUBCASE("one statement (MariaDB): no list at all") {
+        const auto r = sample(*sampler, cfg, reaping(2));
+        REQUIRE(r.ok);
+        CHECK(r.reap_error.empty());
+        CHECK(r.reaped == 2);
+    }
+    for (const long long id : ids) {
+        CHECK(mariadb_lock_free(*sampler, id));
+    }
+}
+
+/// A TCP relay on 127.0.0.1 that delays what clients send by `delay` (what the server sends
+/// passes at once): a reaper far from its server, whose statements arrive late.
+class delaying_relay {
+public:
+    delaying_relay(int server_port, milliseconds delay) : server_port_(server_port), delay_(delay) {
+        listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a = loopback(0);
+        socklen_t len = sizeof a;
+        REQUIRE(listener_ >= 0);
+        REQUIRE(::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+        REQUIRE(::listen(listener_, 4) == 0);
+        REQUIRE(::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this] { run(); });
+    }
+    ~delaying_relay() {
+        stop_ = true;
+        thread_.join();
+        for (link& l : links_) {
+            ::close(l.client);
+            ::close(l.server);
+        }
+        ::close(listener_);
+    }
+    delaying_relay(const delaying_relay&) = delete;
+    delaying_relay& operator=(const delaying_relay&) = delete;
+    int port() const { return port_; }
+
+private:
+    struct chunk {
+        steady::time_point due;
+        std::string bytes;
+    };
+    struct link {
+        int client = -1;
+        int server = -1;
+        std::deque<chunk> pending; // client to server
+        bool open = true;
+    };
+
+    static sockaddr_in loopback(int port) {
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<std::uint16_t>(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        return a;
+    }
+    static bool send_all(int fd, const std::string& bytes) {
+        std::size_t at = 0;
+        while (at < bytes.size()) {
+            const ssize_t n = ::send(fd, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+            if (n <= 0) {
+                return false;
+            }
+            at += static_cast<std::size_t>(n);
+        }
+        return true;
+    }
+    void run() {
+        char buf[65536];
+        while (!stop_) {
+            std::vector<pollfd> fds{{listener_, POLLIN, 0}};
+            for (link& l : links_) {
+                fds.push_back({l.open ? l.client : -1, POLLIN, 0});
+                fds.push_back({l.open ? l.server : -1, POLLIN, 0});
+            }
+            int wait = 10;
+            const auto now = steady::now();
+            for (link& l : links_) {
+                while (l.open && !l.pending.empty() && l.pending.front().due <= now) {
+                    l.open = send_all(l.server, l.pending.front().bytes);
+                    l.pending.pop_front();
+                }
+                if (l.open && !l.pending.empty()) {
+                    const auto left =
+                        std::chrono::duration_cast<milliseconds>(l.pending.front().due - now)
+                            .count();
+                    wait = std::min(wait, static_cast<int>(std::max<long long>(1, 1 + left)));
+                }
+            }
+            if (::poll(fds.data(), fds.size(), wait) <= 0) {
+                continue;
+            }
+            if ((fds[0].revents & POLLIN) != 0) {
+                link l;
+                l.client = ::accept(listener_, nullptr, nullptr);
+                l.server = ::socket(AF_INET, SOCK_STREAM, 0);
+                sockaddr_in a = loopback(server_port_);
+                l.open = l.client >= 0 && l.server >= 0 &&
+                         ::connect(l.server, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+                links_.push_back(std::move(l));
+                continue; // fds no longer line up with links_
+            }
+            for (std::size_t i = 0; i < links_.size(); ++i) {
+                link& l = links_[i];
+                if ((fds[1 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                    const ssize_t n = ::recv(l.client, buf, sizeof buf, 0);
+                    if (n <= 0) {
+                        l.open = false;
+                    } else {
+                        l.pending.push_back({steady::now() + delay_,
+                                             std::string(buf, static_cast<std::size_t>(n))});
+                    }
+                }
+                if (l.open && (fds[2 + 2 * i].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                    const ssize_t n = ::recv(l.server, buf, sizeof buf, 0);
+                    l.open =
+                        n > 0 && send_all(l.client, std::string(buf, static_cast<std::size_t>(n)));
+                }
+                if (!l.open) {
+                    ::shutdown(l.client, SHUT_RDWR);
+                    ::shutdown(l.server, SHUT_RDWR);
+                }
+            }
+        }
+    }
+
+    int server_port_;
+    milliseconds delay_;
+    int listener_ = -1;
+    int port_ = 0;
+    std::vector<link> links_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+TEST_CASE("MariaDB: a zombie that wakes while a distant reaper runs is ended before its first "
+          "statement or not at all" *
+          skip_without(mysql)) {
+    const std::string cs = need(mysql);
+    {
+        auto admin = admin_session(cs);
+        *admin << "drop table if exists fleet_t";
+        *admin << "create table fleet_t (id int primary key) engine = InnoDB";
+    } // closed: idle that long, it would be a zombie too
+    // The reaper's statements reach the server 400 ms after it sends them.
+    constexpr milliseconds delay{400};
+    delaying_relay relay(std::atoi(std::getenv("WARMPOOL_TEST_MYSQL_PORT")), delay);
+    const std::string relayed = with_param(cs, "port", std::to_string(relay.port()));
+    const warmpool::soci_config cfg(relayed);
+    auto sampler = admin_session(relayed);
+    auto victim = admin_session(cs);
+    std::this_thread::sleep_for(milliseconds{1'500});
+
+    bool began = false;
+    bool committed = false;
+    warmpool::fleet_reading r;
+    std::atomic<bool> started{false};
+    std::thread reaper([&] {
+        started = true;
+        r = sample(*sampler, cfg, reaping(5), milliseconds{10'000});
+    });
+    while (!started) {
+        std::this_thread::yield();
+    }
+    // Between the reaper's statement reaching the server (after `delay`) and a KILL sent back
+    // in answer to it (after 2 * `delay`).
+    std::this_thread::sleep_for(delay + delay / 2);
+    try {
+        *victim << "start transaction";
+        *victim << "insert into fleet_t values (1)";
+        began = true;
+    } catch (const std::exception&) {
+        // ended before it began: nothing was written
+    }
+    reaper.join();
+    if (began) {
+        try {
+            *victim << "commit";
+            committed = true;
+        } catch (const std::exception&) {
+        }
+    }
+    INFO("the victim began a transaction: " << began << ", committed it: " << committed);
+    REQUIRE(r.ok);
+    CHECK(r.reap_error.empty());
+    CHECK((!began || committed));
+    auto admin = admin_session(cs);
+    CHECK(mariadb_number(*admin, "select count(*) from fleet_t") == (committed ? 1 : 0));
+    *admin << "drop table fleet_t";
 }
 
 // --- What a sample costs -------------------------------------------------------------------

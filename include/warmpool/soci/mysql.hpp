@@ -33,8 +33,9 @@
 //                   MariaDB server, the role put back (below): two round trips, three when a
 //                   role must be set. A Connector/C too old for that API (before 3.0) makes
 //                   reset() return false: reset_on_release then closes at every give-back.
-//   fleet_sample    one SELECT through the non-blocking API, plus one KILL per zombie and one
-//                   lock release when reaping (see fleet_sample() below).
+//   fleet_sample    one SELECT through the non-blocking API; when reaping on MariaDB 10.3+,
+//                   one compound statement instead (still one round trip), elsewhere the
+//                   SELECT plus one KILL per zombie and one lock release (see fleet_sample()).
 //
 // MYSQL_OPT_NONBLOCK is documented for use before connecting, but Connector/C accepts it on a
 // connection SOCI opened: it only allocates the context the *_start/*_cont calls run on (once
@@ -157,6 +158,8 @@ struct functions {
     decltype(&::mysql_fetch_row) fetch_row = nullptr;
     decltype(&::mysql_free_result) free_result = nullptr;
     decltype(&::mysql_num_fields) num_fields = nullptr;
+    decltype(&::mysql_next_result_start) next_result_start = nullptr;
+    decltype(&::mysql_next_result_cont) next_result_cont = nullptr;
 };
 
 #if WARMPOOL_SOCI_MYSQL_NATIVE == 2
@@ -192,6 +195,8 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.fetch_row, "mysql_fetch_row");
     get(f.free_result, "mysql_free_result");
     get(f.num_fields, "mysql_num_fields");
+    get(f.next_result_start, "mysql_next_result_start");
+    get(f.next_result_cont, "mysql_next_result_cont");
     f.nonblocking = all;
     return true;
 }
@@ -222,6 +227,8 @@ inline const functions* api() noexcept {
         f.fetch_row = &::mysql_fetch_row;
         f.free_result = &::mysql_free_result;
         f.num_fields = &::mysql_num_fields;
+        f.next_result_start = &::mysql_next_result_start;
+        f.next_result_cont = &::mysql_next_result_cont;
         return f;
     }();
     return &linked;
@@ -407,11 +414,9 @@ enum class query_end {
     lost,         // the deadline passed or the connection failed: it may be mid-command
 };
 
-/// One statement through the non-blocking API, bounded by `deadline`. With `row` it must
-/// return a row, all of whose columns land there (a statement returning none is a
-/// server_error with mysql_errno 0); without, it must return no result set.
-inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
-                               steady::time_point deadline, row_values* row = nullptr) {
+/// query_outcome() up to its first result.
+inline query_end first_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                               steady::time_point deadline, row_values* row) {
     int ret = 1;
     if (!drive(
             fd, deadline,
@@ -458,6 +463,47 @@ inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std:
         }
     }
     my.free_result(result); // a stored result: no I/O
+    return end;
+}
+
+/// One statement through the non-blocking API, bounded by `deadline`. With `row` its first
+/// result must be a row, all of whose columns land there (a statement returning none is a
+/// server_error with mysql_errno 0); without, it must return no result set. The results that
+/// follow (a compound statement's closing status) are read and dropped, so the connection is
+/// ready for the next statement; an error among them is the statement's.
+inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                               steady::time_point deadline, row_values* row = nullptr) {
+    const query_end end = first_outcome(my, c, fd, sql, deadline, row);
+    if (end == query_end::lost) {
+        return end;
+    }
+    while ((c->server_status & SERVER_MORE_RESULTS_EXIST) != 0) {
+        int ret = 0;
+        if (!drive(
+                fd, deadline, [&] { return my.next_result_start(&ret, c); },
+                [&](int ready) { return my.next_result_cont(&ret, c, ready); })) {
+            return query_end::lost;
+        }
+        if (ret > 0) {
+            const unsigned number = my.error_number(c);
+            return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
+        }
+        if (ret < 0) {
+            break;
+        }
+        MYSQL_RES* more = nullptr;
+        if (!drive(
+                fd, deadline, [&] { return my.store_start(&more, c); },
+                [&](int ready) { return my.store_cont(&more, c, ready); })) {
+            return query_end::lost;
+        }
+        if (more != nullptr) {
+            my.free_result(more);
+        } else if (my.error_number(c) != 0) {
+            const unsigned number = my.error_number(c);
+            return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
+        }
+    }
     return end;
 }
 
@@ -539,82 +585,265 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 }
 // --- The fleet policy (warmpool/fleet.hpp) ------------------------------------------------
 
-/// The named-lock prefix a reaper marks its victims with (GET_LOCK, held from its SELECT until
-/// its KILLs are done): with the connection id appended, at most 64 characters.
+/// The named-lock prefix a reaper marks its victims with (GET_LOCK): with the connection id
+/// appended, at most 64 characters.
 inline constexpr const char* fleet_lock_prefix = "warmpool.fleet.reap.";
 
-/// The fleet sample's SELECT, from constant text and the request's numbers (integers only:
-/// nothing a user wrote is interpolated). Columns: 1 client connections on the server,
-/// 2 those of this user, 3 max_connections, 4 max_user_connections (the session's value is the
-/// account's MAX_USER_CONNECTIONS when it has one, else the global one; checked on MariaDB
-/// 10.11), and when reaping 5: the zombies locked for this reaper, comma-separated ("" for
-/// none), or NULL when the account lacks the PROCESS privilege.
-inline std::string fleet_sql(const fleet_request& req, bool mariadb) {
-    // The user name part of USER(): PROCESSLIST.USER is the name the session logged in with.
-    const char* const me = "LEFT(USER(), CHAR_LENGTH(USER()) - "
-                           "CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1)) - 1)";
-    std::string sql = "SELECT (SELECT VARIABLE_VALUE FROM ";
-    // MySQL 5.7 moved the status tables to performance_schema (readable by every user).
-    sql += mariadb ? "information_schema.GLOBAL_STATUS" : "performance_schema.global_status";
-    sql += std::string(" WHERE VARIABLE_NAME = 'THREADS_CONNECTED'),"
-                       " (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ") +
-           me + "), @@max_connections, @@session.max_user_connections";
-    if (req.reap) {
-        const long long ms = req.reap_idle_after.count();
-        const long long seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0); // TIME is whole seconds
-        sql += std::string(", IF(EXISTS(SELECT 1 FROM information_schema.USER_PRIVILEGES"
-                           " WHERE PRIVILEGE_TYPE = 'PROCESS'),"
-                           " COALESCE((SELECT GROUP_CONCAT(IF(GET_LOCK(CONCAT('") +
-               fleet_lock_prefix +
-               "', ID), 0) = 1, ID, NULL) ORDER BY TIME DESC, ID SEPARATOR ',')"
-               " FROM (SELECT ID, TIME FROM information_schema.PROCESSLIST"
-               " WHERE USER = " +
-               me + " AND COMMAND = 'Sleep' AND TIME >= " + std::to_string(seconds) +
-               " AND ID <> CONNECTION_ID()"
-               " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
-               " WHERE trx_mysql_thread_id IS NOT NULL)"
-               " ORDER BY TIME DESC, ID LIMIT " +
-               std::to_string(req.reap_max) + ") AS candidates), ''), NULL)";
+/// The longest idle time compared with: about 100 years (options::forever); nothing has been
+/// idle longer, and the number stays far from any overflow.
+inline constexpr long long fleet_idle_most_ms = 3'155'760'000'000;
+
+/// How the sample reaps. `block`: one compound statement (MariaDB 10.3 and later: BEGIN NOT
+/// ATOMIC and FOR loops) that re-checks each zombie and kills it on the server. `statement`:
+/// one SELECT, then one KILL per zombie and one lock release (MySQL, older MariaDB). `detect`
+/// picks by the server; the integration tests force `statement` to run it on MariaDB too.
+enum class fleet_dialect { detect, block, statement };
+
+/// True for a MariaDB server that runs compound statements with FOR loops (10.3 and later).
+/// Connector/C reports "10.11.19-MariaDB-..."; a server that sends the old "5.5.5-" prefix
+/// has it removed first.
+inline bool mariadb_with_blocks(const char* server) noexcept {
+    if (server == nullptr || std::strstr(server, "MariaDB") == nullptr) {
+        return false;
     }
-    return sql;
+    const char* v = std::strncmp(server, "5.5.5-", 6) == 0 ? server + 6 : server;
+    char* end = nullptr;
+    const long major = std::strtol(v, &end, 10);
+    const long minor = end != nullptr && *end == '.' ? std::strtol(end + 1, nullptr, 10) : 0;
+    return major > 10 || (major == 10 && minor >= 3);
 }
 
-/// The connection ids in "12,34", at most `most` of them.
-inline std::vector<unsigned long long> fleet_ids(const std::string& list, unsigned most) {
-    std::vector<unsigned long long> ids;
-    std::size_t at = 0;
-    while (at < list.size() && ids.size() < most) {
-        char* end = nullptr;
-        const unsigned long long id = std::strtoull(list.c_str() + at, &end, 10);
-        const std::size_t next = static_cast<std::size_t>(end - list.c_str());
-        if (next == at) {
-            break;
+/// The user name part of USER(): PROCESSLIST.USER is the name the session logged in with.
+/// Compared byte for byte (CAST AS BINARY): account names are case-sensitive, but
+/// PROCESSLIST.USER's collation is not, so 'app' would otherwise count (and reap) 'APP'.
+inline constexpr const char* fleet_same_user =
+    "CAST(USER AS BINARY) = CAST(LEFT(USER(), CHAR_LENGTH(USER()) - "
+    "CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1)) - 1) AS BINARY)";
+
+/// The counts and limits, shared by every form. Columns: 0 client connections on the server,
+/// 1 those of this user, 2 max_connections, 3 max_user_connections (the session's value is the
+/// account's MAX_USER_CONNECTIONS when it has one, else the global one; checked on MariaDB
+/// 10.11).
+inline std::string fleet_counts_sql(bool mariadb) {
+    // MySQL 5.7 moved the status tables to performance_schema (readable by every user).
+    return std::string("(SELECT VARIABLE_VALUE FROM ") +
+           (mariadb ? "information_schema.GLOBAL_STATUS" : "performance_schema.global_status") +
+           " WHERE VARIABLE_NAME = 'THREADS_CONNECTED'),"
+           " (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE " +
+           fleet_same_user + ")";
+}
+
+/// Reaping needs INNODB_TRX, which needs PROCESS; without it nothing is killed.
+inline constexpr const char* fleet_may_read_trx =
+    "EXISTS(SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS')";
+
+inline long long fleet_idle_ms(const fleet_request& req) {
+    return std::min(std::max(0LL, static_cast<long long>(req.reap_idle_after.count())),
+                    fleet_idle_most_ms);
+}
+
+/// The counting SELECT (no reaping): the four columns of fleet_counts_sql() and the limits.
+inline std::string fleet_sql(bool mariadb) {
+    return "SELECT " + fleet_counts_sql(mariadb) +
+           ", @@max_connections, @@session.max_user_connections";
+}
+
+/// The MariaDB compound statement (fleet_dialect::block), from constant text and the request's
+/// numbers. Counts first, into variables (so every zombie it kills is in them once); then, for
+/// each of at most reap_max candidates (this user, COMMAND 'Sleep' for reap_idle_after or
+/// longer by TIME_MS, not this connection, not in INNODB_TRX, oldest first): its named lock,
+/// no wait (held by another reaper: skipped); PROCESSLIST read again for it alone, still
+/// 'Sleep' and idle that long (any command since resets TIME_MS, and a KILL already made shows
+/// 'Killed'); KILL CONNECTION; the lock released. Its one row: the four counting columns,
+/// 4 the zombies killed (NULL without PROCESS), 5 the first KILL error other than "no such
+/// thread" / "not owner" (NULL for none). An error anywhere else ends the statement, after
+/// releasing the lock it holds, with that error.
+inline std::string fleet_block_sql(const fleet_request& req) {
+    const std::string idle = std::to_string(fleet_idle_ms(req));
+    return std::string("BEGIN NOT ATOMIC"
+                       " DECLARE server_n, user_n BIGINT DEFAULT 0;"
+                       " DECLARE reaped, gone INT DEFAULT 0;"
+                       " DECLARE kill_error VARCHAR(600) DEFAULT NULL;"
+                       " DECLARE held VARCHAR(64) DEFAULT NULL;"
+                       " DECLARE may_read INT DEFAULT ") +
+           fleet_may_read_trx +
+           ";"
+           " DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN DO RELEASE_LOCK(held); RESIGNAL; END;"
+           " SELECT " +
+           fleet_counts_sql(true) +
+           " INTO server_n, user_n;"
+           " IF may_read THEN"
+           " FOR z IN (SELECT ID FROM information_schema.PROCESSLIST WHERE " +
+           fleet_same_user + " AND COMMAND = 'Sleep' AND TIME_MS >= " + idle +
+           " AND ID <> CONNECTION_ID()"
+           " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+           " WHERE trx_mysql_thread_id IS NOT NULL)"
+           " ORDER BY TIME_MS DESC, ID LIMIT " +
+           std::to_string(req.reap_max) +
+           ") DO"
+           " SET held = CONCAT('" +
+           fleet_lock_prefix +
+           "', z.ID);"
+           " IF GET_LOCK(held, 0) = 1 THEN"
+           " IF EXISTS(SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = z.ID"
+           " AND COMMAND = 'Sleep' AND TIME_MS >= " +
+           idle +
+           ") THEN"
+           " BEGIN"
+           " DECLARE e_number INT DEFAULT 0;"
+           " DECLARE e_text VARCHAR(512) DEFAULT '';"
+           " DECLARE CONTINUE HANDLER FOR 1094, 1095 SET gone = 1;"
+           " DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN"
+           " GET DIAGNOSTICS CONDITION 1 e_number = MYSQL_ERRNO, e_text = MESSAGE_TEXT;"
+           " SET gone = 1;"
+           " IF kill_error IS NULL THEN SET kill_error = CONCAT(e_number, ' ', e_text); END IF;"
+           " END;"
+           " SET gone = 0;"
+           " KILL CONNECTION z.ID;"
+           " END;"
+           " IF gone = 0 THEN SET reaped = reaped + 1; END IF;"
+           " END IF;"
+           " DO RELEASE_LOCK(held);"
+           " END IF;"
+           " SET held = NULL;"
+           " END FOR;"
+           " END IF;"
+           " SELECT server_n, user_n, @@max_connections, @@session.max_user_connections,"
+           " IF(may_read, reaped, NULL), kill_error;"
+           " END";
+}
+
+/// The longest list of ids GROUP_CONCAT may need for `reap_max` of them: 20 digits each (an
+/// unsigned 64-bit id) and a separator.
+inline unsigned long long fleet_list_most(unsigned reap_max) {
+    return 21ULL * reap_max;
+}
+
+/// The SELECT of fleet_dialect::statement, from constant text and the request's numbers: the
+/// four counting columns, then 4: "k:id,id,..." (the k zombies locked for this reaper; "0:"
+/// for none), "-" when group_concat_max_len is too short for reap_max ids (then no lock is
+/// taken: IF evaluates one branch), NULL without PROCESS; 5 group_concat_max_len. The
+/// candidates are those of fleet_block_sql() with TIME in whole seconds (rounded up); each
+/// gets GET_LOCK once, in a derived table that LIMIT keeps from being merged, so the count
+/// and the list read the same locks. MySQL 8 raises group_concat_max_len for this statement
+/// alone (SET_VAR); elsewhere the hint is a comment.
+inline std::string fleet_statement_sql(const fleet_request& req) {
+    const long long ms = fleet_idle_ms(req);
+    const long long seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0);
+    const std::string most = std::to_string(fleet_list_most(req.reap_max));
+    const std::string limit = std::to_string(req.reap_max);
+    return "SELECT /*+ SET_VAR(group_concat_max_len = " + most + ") */ " + fleet_counts_sql(false) +
+           ", @@max_connections, @@session.max_user_connections, IF(" + fleet_may_read_trx +
+           ", IF(@@session.group_concat_max_len >= " + most +
+           ", (SELECT CONCAT(COALESCE(SUM(got = 1), 0), ':', COALESCE(GROUP_CONCAT(IF(got = 1,"
+           " ID, NULL) ORDER BY TIME DESC, ID SEPARATOR ','), ''))"
+           " FROM (SELECT ID, TIME, GET_LOCK(CONCAT('" +
+           fleet_lock_prefix +
+           "', ID), 0) AS got FROM (SELECT ID, TIME FROM information_schema.PROCESSLIST"
+           " WHERE " +
+           fleet_same_user + " AND COMMAND = 'Sleep' AND TIME >= " + std::to_string(seconds) +
+           " AND ID <> CONNECTION_ID()"
+           " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+           " WHERE trx_mysql_thread_id IS NOT NULL)"
+           " ORDER BY TIME DESC, ID LIMIT " +
+           limit + ") AS candidates LIMIT " + limit +
+           ") AS locked), '-'), NULL), @@session.group_concat_max_len";
+}
+
+/// The ids in "k:id,id,...": exactly k of them, each all digits (1 to 20), k <= most. False
+/// for anything else: a list cut short must never be read as ids.
+inline bool fleet_ids(const std::string& text, unsigned most,
+                      std::vector<unsigned long long>& ids) {
+    ids.clear();
+    const std::size_t colon = text.find(':');
+    if (colon == 0 || colon == std::string::npos || colon > 4) {
+        return false;
+    }
+    unsigned long long k = 0;
+    for (std::size_t i = 0; i < colon; ++i) {
+        if (text[i] < '0' || text[i] > '9') {
+            return false;
+        }
+        k = k * 10 + static_cast<unsigned>(text[i] - '0');
+    }
+    std::size_t at = colon + 1;
+    while (at < text.size()) {
+        std::size_t next = text.find(',', at);
+        if (next == std::string::npos) {
+            next = text.size();
+        }
+        if (next == at || next - at > 20) {
+            return false;
+        }
+        unsigned long long id = 0;
+        for (std::size_t i = at; i < next; ++i) {
+            const char ch = text[i];
+            const unsigned digit = static_cast<unsigned>(ch - '0');
+            if (ch < '0' || ch > '9' || id > (~0ULL - digit) / 10) {
+                return false;
+            }
+            id = id * 10 + digit;
         }
         ids.push_back(id);
-        at = next + 1; // past the ','
+        if (next == text.size()) {
+            break;
+        }
+        at = next + 1;
+        if (at == text.size()) {
+            return false; // a trailing separator: cut after it
+        }
     }
-    return ids;
+    return ids.size() == k && k <= most;
+}
+
+/// `what` with the statement the pool needs about the connection after a failure.
+inline std::string fleet_failure(const fleet_reading& r, std::string what) {
+    return what +
+           (r.usable ? "; the connection can be reused" : "; the connection cannot be reused");
 }
 
 /// What fleet_sample() does, bounded by `timeout` as a whole, through Connector/C's
-/// non-blocking API (see warmpool/fleet.hpp for the policy and fleet_sql() for the SELECT):
+/// non-blocking API (see warmpool/fleet.hpp for the policy):
 ///
 ///   counts    Threads_connected (GLOBAL_STATUS: the server's client connections, readable
 ///             without privileges; PROCESSLIST shows a user without PROCESS only its own
 ///             connections, so it cannot count the server's), and this user's connections in
-///             PROCESSLIST. Zombies killed by this sample are subtracted.
+///             PROCESSLIST, the user name compared byte for byte (account names are
+///             case-sensitive; PROCESSLIST.USER's collation is not). Read before any KILL, and
+///             the zombies killed are subtracted.
 ///   capacity  @@max_connections (MariaDB and MySQL admit one connection more, for an
 ///             administrator); @@session.max_user_connections, the account's own limit or the
 ///             global one (0: none).
-///   reap      the SELECT also picks at most reap_max connections of this user (PROCESSLIST.USER)
-///             in COMMAND 'Sleep' for reap_idle_after or longer (whole seconds, rounded up), not
-///             this one and not inside an InnoDB transaction (INNODB_TRX), oldest first, and
-///             takes a named lock on each (GET_LOCK, no wait; those another reaper holds are
-///             skipped); then one KILL CONNECTION per zombie, and one DO RELEASE_LOCK(...) for
-///             all of them: reap_max + 2 round trips in all. A zombie already gone or killed by
-///             another reaper meanwhile (ER_NO_SUCH_THREAD 1094, ER_KILL_DENIED_ERROR 1095) is
-///             not counted and is no error; another reaper that read it before our lock skips
-///             it, or, if it reads it after our KILL, sees COMMAND 'Killed' instead of 'Sleep'.
+///   reap      at most reap_max connections of this user (PROCESSLIST.USER, byte for byte) in
+///             COMMAND 'Sleep' for reap_idle_after or longer, not this one and not inside an
+///             InnoDB transaction (INNODB_TRX), oldest first, each under a named lock (GET_LOCK,
+///             no wait; one another reaper holds is skipped).
+///             MariaDB 10.3 and later (fleet_block_sql()): one compound statement, one round
+///             trip. Counts first; then for each candidate in turn: the lock, PROCESSLIST read
+///             again for that connection alone (still 'Sleep', TIME_MS still at least
+///             reap_idle_after: any command it sent since resets TIME_MS), KILL CONNECTION at
+///             once, the lock released. Exactly once under concurrent reapers: the next reaper
+///             to take the lock reads the victim as COMMAND 'Killed' (set by the KILL itself)
+///             or gone, and skips it.
+///             MySQL and older MariaDB (fleet_statement_sql()): the SELECT locks the candidates
+///             and returns their ids; then one KILL CONNECTION per zombie and one DO
+///             RELEASE_LOCK(...) for all of them: reap_max + 2 round trips. Another reaper that
+///             read a zombie before our lock skips it; one that reads it after our KILL sees
+///             'Killed'. The ids come back through GROUP_CONCAT: when group_concat_max_len
+///             (raised for the statement on MySQL 8) is below 21 * reap_max nothing is locked
+///             and reap_error says so, and a list that does not parse to exactly the count the
+///             server gives is not used (the connection, which may hold locks, is not reused).
+///             A zombie already gone or killed by another reaper meanwhile (ER_NO_SUCH_THREAD
+///             1094, ER_KILL_DENIED_ERROR 1095) is not counted and is no error; other KILL
+///             errors go to reap_error.
+///
+/// What remains, and what it costs: a connection idle for reap_idle_after that sends a
+/// command between the moment it is last read as idle and its KILL is killed as that command
+/// starts or runs: its client gets an error (the connection was lost), the command and any
+/// transaction it opened are not committed (InnoDB rolls them back), nothing is silently lost.
+/// On MariaDB 10.3+ that moment is microseconds before the KILL, in the same statement on the
+/// server; with fleet_dialect::statement it is the SELECT, one round trip (plus one per KILL
+/// before it) earlier. A connection that sends nothing for reap_idle_after is never at risk.
 ///
 /// The scope is the user. SOCI's MySQL backend opens the connection itself, so no connection
 /// attribute (program_name) can be set, and performance_schema, where attributes are read, is
@@ -636,10 +865,12 @@ inline std::vector<unsigned long long> fleet_ids(const std::string& list, unsign
 /// (reap_idle_after too short) loses them with its connection.
 ///
 /// A timeout or a lost connection leaves it mid-command (ok = false, usable = false: the pool
-/// closes it). An error the server reported leaves it usable (ok = false for the SELECT; a
-/// KILL's other errors go to reap_error).
+/// closes it). An error the server reported leaves it usable (ok = false for the SELECT or the
+/// compound statement; a KILL's other errors go to reap_error). Each error text ends by saying
+/// whether the connection can be reused.
 inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
-                                  std::chrono::milliseconds timeout) noexcept {
+                                  std::chrono::milliseconds timeout,
+                                  fleet_dialect dialect = fleet_dialect::detect) noexcept {
     fleet_reading r;
     const auto start = steady::now();
     const auto deadline = start + timeout;
@@ -649,53 +880,63 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
         const int fd = my != nullptr && c != nullptr ? socket_of(*my, c) : -1;
         if (fd < 0) {
             r.usable = false;
-            r.error = "the fleet sample was not sent: the connection is broken";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is broken");
             return r;
         }
         if (!my->nonblocking) {
-            r.error = "the fleet sample needs MariaDB Connector/C 3.0 or later (its non-blocking "
-                      "API was not found)";
+            r.error = fleet_failure(r, "the fleet sample needs MariaDB Connector/C 3.0 or later "
+                                       "(its non-blocking API was not found)");
             return r;
         }
         if (in_transaction(s)) {
             // The named locks are session-level, but the counts would be taken mid-transaction
             // by a caller that should have rolled back first.
-            r.error = "the fleet sample was not sent: the connection is inside a transaction "
-                      "(sample only after the rollback at give-back)";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is inside "
+                                       "a transaction (sample only after the rollback at "
+                                       "give-back)");
             return r;
         }
         if (!make_nonblocking(*my, c)) {
-            r.error = "the fleet sample was not sent: Connector/C cannot allocate its "
-                      "non-blocking context";
+            r.error = fleet_failure(r, "the fleet sample was not sent: Connector/C cannot "
+                                       "allocate its non-blocking context");
             return r;
         }
         const char* const server = my->server_info(c);
         const bool mariadb = server != nullptr && std::strstr(server, "MariaDB") != nullptr;
+        if (dialect == fleet_dialect::detect) {
+            dialect = mariadb_with_blocks(server) ? fleet_dialect::block : fleet_dialect::statement;
+        }
         const auto lost = [&](const char* what) {
             r.ok = false;
             r.usable = false;
             if (steady::now() >= deadline) {
-                r.error = std::string("the fleet sample's ") + what + " got no answer within " +
-                          std::to_string(timeout.count()) +
-                          " ms (the server or the network is stalled); the connection is "
-                          "closed";
+                r.error = fleet_failure(r, std::string("the fleet sample's ") + what +
+                                               " got no answer within " +
+                                               std::to_string(timeout.count()) +
+                                               " ms (the server or the network is stalled)");
             } else {
-                r.error = std::string("the fleet sample's ") + what + " lost the connection (" +
-                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
-                          "); the connection is closed";
+                r.error = fleet_failure(
+                    r, std::string("the fleet sample's ") + what + " lost the connection (" +
+                           std::to_string(my->error_number(c)) + " " + my->error_text(c) + ")");
             }
             return r;
         };
 
+        const bool block = req.reap && dialect == fleet_dialect::block;
+        const std::string sql = !req.reap ? fleet_sql(mariadb)
+                                : block   ? fleet_block_sql(req)
+                                          : fleet_statement_sql(req);
+        const char* const what = block ? "statement" : "SELECT";
         row_values row;
-        switch (query_outcome(*my, c, fd, fleet_sql(req, mariadb), deadline, &row)) {
+        switch (query_outcome(*my, c, fd, sql, deadline, &row)) {
         case query_end::lost:
-            return lost("SELECT");
+            return lost(what);
         case query_end::server_error:
-            r.error = "the fleet sample's query failed on the server: " +
-                      (my->error_number(c) != 0
-                           ? std::to_string(my->error_number(c)) + " " + my->error_text(c)
-                           : std::string("no row came back"));
+            r.error = fleet_failure(
+                r, std::string("the fleet sample's ") + what + " failed on the server: " +
+                       (my->error_number(c) != 0
+                            ? std::to_string(my->error_number(c)) + " " + my->error_text(c)
+                            : std::string("no row came back")));
             return r;
         case query_end::done:
             break;
@@ -707,14 +948,39 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
             r.server_capacity = count(row.number(2));
             r.user_capacity = count(row.number(3)); // -1 (MariaDB: only administrators) too
         }
+        const char* const no_process =
+            "not reaping: telling idle connections from those inside a transaction needs "
+            "information_schema.INNODB_TRX, which needs the PROCESS privilege: GRANT PROCESS ON "
+            "*.* TO this account";
         std::vector<unsigned long long> locked;
-        if (req.reap) {
+        if (req.reap && block) {
             if (row.is_null(4)) {
-                r.reap_error = "not reaping: telling idle connections from those inside a "
-                               "transaction needs information_schema.INNODB_TRX, which needs "
-                               "the PROCESS privilege: GRANT PROCESS ON *.* TO this account";
+                r.reap_error = no_process;
             } else {
-                locked = fleet_ids(row.text(4), req.reap_max);
+                r.reaped = static_cast<unsigned>(std::max(0LL, row.number(4)));
+                if (!row.is_null(5)) {
+                    r.reap_error = "KILL CONNECTION failed: " + row.text(5);
+                }
+            }
+        } else if (req.reap) {
+            if (row.is_null(4)) {
+                r.reap_error = no_process;
+            } else if (row.text(4) == "-") {
+                r.reap_error =
+                    "not reaping: group_concat_max_len is " + row.text(5) +
+                    ", too short for the ids of reap_max = " + std::to_string(req.reap_max) +
+                    " zombies (" + std::to_string(fleet_list_most(req.reap_max)) +
+                    " needed): raise it (SET GLOBAL group_concat_max_len = " +
+                    std::to_string(fleet_list_most(req.reap_max)) + " or more) or lower reap_max";
+            } else if (!fleet_ids(row.text(4), req.reap_max, locked)) {
+                // Which named locks it holds is unknown: closing the connection releases them.
+                r.usable = false;
+                r.error = fleet_failure(r, "the fleet sample's list of zombies came back "
+                                           "malformed (\"" +
+                                               row.text(4).substr(0, 60) +
+                                               "\"), so nothing was killed; it may hold their "
+                                               "named locks");
+                return r;
             }
         }
         for (const unsigned long long id : locked) {
@@ -747,21 +1013,22 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
                 // Left held, the locks would keep every other reaper off these ids: the pool
                 // closes the connection, which releases them.
                 r.usable = false;
-                r.error = "the fleet sample's RELEASE_LOCK failed: " +
-                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
-                          "; the connection is closed";
+                r.error = fleet_failure(r, "the fleet sample's RELEASE_LOCK failed: " +
+                                               std::to_string(my->error_number(c)) + " " +
+                                               my->error_text(c));
                 return r;
             }
         }
-        r.server_in_use = count(row.number(0) - r.reaped);
-        r.user_in_use = count(row.number(1) - r.reaped);
+        // Every zombie killed was in the counts, read before its KILL.
+        r.server_in_use = count(row.number(0) - static_cast<long long>(r.reaped));
+        r.user_in_use = count(row.number(1) - static_cast<long long>(r.reaped));
         r.ok = true;
         return r;
     } catch (...) {
         // Out of memory, perhaps mid-command.
         r.ok = false;
         r.usable = false;
-        r.error = "the fleet sample failed: out of memory";
+        r.error = "the fleet sample failed: out of memory; the connection cannot be reused";
         return r;
     }
 }

@@ -423,62 +423,94 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 /// two-key lock with this first key could meet it.
 inline constexpr long fleet_lock_key = 0x7770666c;
 
+/// The longest idle time the statement compares with: about 100 years (options::forever).
+/// Longer would only push now() - interval out of the timestamp range (or the interval's
+/// own), failing every sample; nothing has been idle that long.
+inline constexpr long long fleet_idle_most_ms = 3'155'760'000'000;
+
 /// The fleet sample's one statement, from constant text and the request's numbers (integers
 /// only: nothing a user wrote is interpolated). Columns, in order:
 ///   0 client backends on the server   1 those of this session's user   2 zombies terminated
 ///   3 application_name is empty       4 max_connections   5 superuser_reserved_connections
 ///   6 reserved_connections (PostgreSQL 16; NULL before)   7 the user's CONNECTION LIMIT
 ///   8 the database's                  9 the user is a superuser
+///   10 client backends connected to this database (every user's)
+///   11 rounds of about a millisecond spent waiting for the terminated to exit (0 when not
+///      reaping)
 /// pg_stat_get_activity(NULL) is read once (a CTE used twice is materialized), not through the
 /// pg_stat_activity view, whose joins to pg_database and pg_authid made planning cost more
-/// than the rest of the statement. See fleet_sample() for why each condition is there.
-inline std::string fleet_sql(const fleet_request& req, long long terminate_wait_ms,
-                             int server_version) {
+/// than the rest of the statement. The counts come from that snapshot, taken before anything
+/// is terminated (the aggregate reads the CTE before the target list runs the reaping
+/// subqueries), so every zombie terminated is in them once. See fleet_sample() for why each
+/// condition is there.
+inline std::string fleet_sql(const fleet_request& req, long long exit_wait_rounds) {
     std::string sql =
-        "WITH me AS (SELECT r.oid AS role, r.rolconnlimit, r.rolsuper, d.oid AS db,"
+        "WITH RECURSIVE me AS (SELECT r.oid AS role, r.rolconnlimit, r.rolsuper, d.oid AS db,"
         " d.datconnlimit FROM pg_catalog.pg_roles r, pg_catalog.pg_database d"
         " WHERE r.rolname = session_user AND d.datname = pg_catalog.current_database()),"
         " activity AS (SELECT datid, pid, usesysid, application_name, state, state_change,"
         " backend_type FROM pg_catalog.pg_stat_get_activity(NULL))";
     if (req.reap) {
-        // PostgreSQL 14 and later can wait for the terminated backend to exit: until then a
-        // concurrent reaper that read it in its snapshot could signal it again and count it
-        // twice; the lock keeps it out while we wait.
-        const std::string terminate = server_version >= 140000
-                                          ? "pg_catalog.pg_terminate_backend(a.pid, " +
-                                                std::to_string(terminate_wait_ms) + ")"
-                                          : std::string("pg_catalog.pg_terminate_backend(a.pid)");
-        sql += ", victims AS (SELECT a.pid FROM activity a, me"
+        const long long idle_ms = std::min(
+            std::max(0LL, static_cast<long long>(req.reap_idle_after.count())), fleet_idle_most_ms);
+        sql += ", victims AS (SELECT a.pid, a.state_change FROM activity a, me"
                " WHERE pg_catalog.current_setting('application_name') <> ''"
                " AND a.usesysid = me.role AND a.datid = me.db"
                " AND a.application_name = pg_catalog.current_setting('application_name')"
                " AND a.state = 'idle' AND a.backend_type = 'client backend'"
                " AND a.pid <> pg_catalog.pg_backend_pid()"
                " AND a.state_change <= pg_catalog.now() - interval '" +
-               std::to_string(req.reap_idle_after.count()) +
-               " milliseconds' ORDER BY a.state_change, a.pid LIMIT " +
+               std::to_string(idle_ms) + " milliseconds' ORDER BY a.state_change, a.pid LIMIT " +
                std::to_string(req.reap_max) +
-               "), reaped AS (SELECT count(*) FILTER (WHERE CASE"
+               "), signalled AS (SELECT a.pid, CASE"
                // A backend gone meanwhile makes pg_terminate_backend warn; the warning is no
                // news to anyone, so it is kept from the client (for this statement only).
                " WHEN pg_catalog.set_config('client_min_messages', 'error', true) = '' THEN false"
-               " WHEN pg_catalog.pg_try_advisory_xact_lock(" +
-               std::to_string(fleet_lock_key) + ", a.pid) THEN " + terminate +
-               " ELSE false END) AS n FROM victims a)";
+               " WHEN NOT pg_catalog.pg_try_advisory_xact_lock(" +
+               std::to_string(fleet_lock_key) +
+               ", a.pid) THEN false"
+               // The snapshot above may be a few milliseconds old by now: drop it and read this
+               // backend alone again, just before the signal. Still idle since the same moment
+               // means it has sent nothing since the snapshot.
+               " WHEN pg_catalog.pg_stat_clear_snapshot() IS NULL THEN false"
+               " WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(a.pid) fresh"
+               " WHERE fresh.state = 'idle' AND fresh.state_change = a.state_change) THEN false"
+               // No wait here (the two-argument form polls every 100 ms, one victim after the
+               // other): all are signalled first, then waited for together below.
+               " ELSE pg_catalog.pg_terminate_backend(a.pid) END AS ended FROM victims a),"
+               // Until the signalled have exited (or the rounds run out) the statement, and so
+               // its advisory locks, lasts: another reaper that read one of them as idle
+               // skips it meanwhile, and finds it gone afterwards.
+               " waiting (round, alive) AS (SELECT 0, (SELECT count(*) FROM signalled WHERE ended)"
+               " UNION ALL SELECT w.round + 1, (SELECT count(*) FROM signalled s WHERE s.ended"
+               // w.round makes the subquery correlated, so it runs again at each round.
+               " AND w.round >= 0 AND EXISTS (SELECT 1 FROM"
+               " pg_catalog.pg_stat_get_activity(s.pid)))"
+               " FROM waiting w WHERE CASE WHEN w.alive = 0 OR w.round >= " +
+               std::to_string(exit_wait_rounds) +
+               " THEN false"
+               " WHEN pg_catalog.pg_sleep(0.001) IS NULL THEN false"
+               " WHEN pg_catalog.pg_stat_clear_snapshot() IS NULL THEN false ELSE true END)";
     }
     // A role without pg_read_all_stats sees other roles' sessions without backend_type: those
     // count when they have a database and a user, as client backends have (and autovacuum and
     // parallel workers too, which overcounts by a few at most, on the safe side).
-    sql += " SELECT count(*) FILTER (WHERE a.backend_type = 'client backend' OR"
-           " (a.backend_type IS NULL AND a.datid IS NOT NULL AND a.usesysid IS NOT NULL)),"
-           " count(*) FILTER (WHERE a.usesysid = me.role AND a.backend_type = 'client backend'),";
-    sql += req.reap ? " (SELECT n FROM reaped)," : " 0,";
-    sql += " pg_catalog.current_setting('application_name') = '',"
-           " pg_catalog.current_setting('max_connections'),"
-           " pg_catalog.current_setting('superuser_reserved_connections'),"
-           " pg_catalog.current_setting('reserved_connections', true),"
-           " me.rolconnlimit, me.datconnlimit, me.rolsuper"
-           " FROM activity a, me GROUP BY me.rolconnlimit, me.datconnlimit, me.rolsuper";
+    const char* const client = "(a.backend_type = 'client backend' OR"
+                               " (a.backend_type IS NULL AND a.datid IS NOT NULL AND"
+                               " a.usesysid IS NOT NULL))";
+    sql += std::string(" SELECT count(*) FILTER (WHERE ") + client +
+           "), count(*) FILTER (WHERE a.usesysid = me.role AND a.backend_type = 'client "
+           "backend'),";
+    sql += req.reap ? " (SELECT count(*) FROM signalled WHERE ended)," : " 0,";
+    sql += std::string(" pg_catalog.current_setting('application_name') = '',"
+                       " pg_catalog.current_setting('max_connections'),"
+                       " pg_catalog.current_setting('superuser_reserved_connections'),"
+                       " pg_catalog.current_setting('reserved_connections', true),"
+                       " me.rolconnlimit, me.datconnlimit, me.rolsuper,"
+                       " count(*) FILTER (WHERE a.datid = me.db AND ") +
+           client + "),";
+    sql += req.reap ? " (SELECT max(round) FROM waiting)" : " 0";
+    sql += " FROM activity a, me GROUP BY me.rolconnlimit, me.datconnlimit, me.rolsuper";
     return sql;
 }
 
@@ -517,27 +549,78 @@ inline std::string one_line(const char* text) {
     return out;
 }
 
+/// The user's limit that binds, and the connections counted against it: of the role's
+/// CONNECTION LIMIT (the role's connections to every database) and the database's (every
+/// role's connections to this database), the fuller one. Limits of -1 (none) and 0 (nobody
+/// new gets in, so there is no slot to give back either) are no limit.
+struct fleet_user_limit {
+    long long capacity = 0;
+    long long in_use = 0;
+};
+
+inline fleet_user_limit binding_user_limit(long long role_limit, long long role_in_use,
+                                           long long db_limit, long long db_in_use) {
+    fleet_user_limit out{0, role_in_use};
+    const bool role = role_limit > 0;
+    const bool db = db_limit > 0;
+    if (role && (!db || static_cast<double>(role_in_use) * static_cast<double>(db_limit) >
+                            static_cast<double>(db_in_use) * static_cast<double>(role_limit))) {
+        out = {role_limit, role_in_use};
+    } else if (db) {
+        out = {db_limit, db_in_use};
+    }
+    return out;
+}
+
+/// `what` with the statement the pool needs about the connection after a failure.
+inline std::string fleet_failure(fleet_reading& r, std::string what) {
+    return what +
+           (r.usable ? "; the connection can be reused" : "; the connection cannot be reused");
+}
+
 /// What fleet_sample() does, in one round trip bounded by `timeout` (see warmpool/fleet.hpp
 /// for the policy and fleet_sql() for the statement):
 ///
-///   counts    pg_stat_activity's client backends, all and this session user's. Each backend
-///             is counted once, from the snapshot the statement reads (so zombies terminated by
-///             it are subtracted afterwards: they are gone by the time the pool decides).
-///   capacity  max_connections - superuser_reserved_connections - reserved_connections (16+);
-///             the user's limit is the lower of the role's CONNECTION LIMIT and the database's
-///             (superusers have none).
+///   counts    pg_stat_activity's client backends, all and this session user's, from the
+///             snapshot the statement reads first; the zombies it then terminates are
+///             subtracted (they are gone, or going, by the time the pool decides).
+///   capacity  max_connections - superuser_reserved_connections - reserved_connections (16+).
+///             The user's limit: PostgreSQL refuses a non-superuser's connection when either
+///             the role's CONNECTION LIMIT (counting the role's connections to every database)
+///             or the database's (counting every role's connections to it) is reached. Each is
+///             compared with its own count, and user_capacity / user_in_use report the fuller
+///             of the two (in use / limit; the lower limit on a tie): e.g. a database limit of
+///             5 with 4 connections of other roles and 1 of this one reads "5 of 5", while the
+///             role's limit of 20 reads 1 of 20. user_in_use is the role's count when neither
+///             limit is set (superusers have neither). Both capacities are filled at every
+///             sample (the limits come with the statement anyway): which limit binds can change
+///             with the counts, and user_in_use is only meaningful with this sample's
+///             user_capacity.
 ///   reap      in the same statement, pg_terminate_backend on at most reap_max sessions with
 ///             this session's user, database and application_name (which must be set: with an
 ///             empty one nothing is reaped and reap_error says so), state 'idle' exactly (never
 ///             'idle in transaction', never 'active'), a client backend, not this one, idle
-///             since reap_idle_after or longer, oldest first. Only those it returned true for
-///             count. Concurrent reapers do not count one zombie twice: each takes a
-///             transaction-level advisory lock on the pid first (key fleet_lock_key), and from
-///             PostgreSQL 14 waits for the backend to exit before its statement ends (up to a
-///             share of the timeout; one that takes longer is not counted). Before 14 a zombie
-///             may be counted by two reapers.
+///             since reap_idle_after or longer (at most about 100 years), oldest first. Each
+///             victim is taken in turn: a transaction-level advisory lock on its pid (key
+///             fleet_lock_key; one another reaper holds means skip it), then the activity
+///             snapshot is dropped (pg_stat_clear_snapshot) and that backend read again
+///             (pg_stat_get_activity(pid)): only if it is still 'idle' with the same
+///             state_change is it signalled, and counted when pg_terminate_backend returns
+///             true. pg_terminate_backend does not wait for the exit, so the statement is one
+///             quick round trip whatever reap_max is.
 ///   user      session_user: the login role, which pg_stat_activity shows and CONNECTION LIMIT
 ///             counts (current_user differs after SET ROLE).
+///
+/// What remains, and what it costs:
+///   A session that sends a statement in the microseconds between its re-read and the signal
+///   is terminated as that statement starts: its client gets an error (the connection was
+///   terminated), the statement and its transaction are not committed, nothing it did is
+///   silently lost. A session that sends nothing for reap_idle_after is never at risk of more.
+///   Two reapers can count one zombie twice: the lock keeps them off the same pid at the same
+///   moment, but it ends with the first reaper's statement while the signalled backend may
+///   take a few milliseconds more to exit, still 'idle' with the same state_change, so a
+///   second reaper's re-read can find it and signal it again. That reaper's reaped is then one
+///   too high and its counts one too low, for that sample only (the next one counts afresh).
 ///
 /// What reaping cannot see: session state outside a transaction, such as session-level
 /// advisory locks, LISTEN or temporary tables of an idle session of the same application. A
@@ -545,7 +628,8 @@ inline std::string one_line(const char* text) {
 /// long (reap_idle_after too short) loses them with the connection.
 ///
 /// A timeout or an I/O error leaves the connection mid-query (ok = false, usable = false: the
-/// pool closes it); an error the server reported is read to the end (usable = true).
+/// pool closes it); an error the server reported is read to the end (usable = true). Each error
+/// text ends by saying which.
 inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
                                   std::chrono::milliseconds timeout) noexcept {
     fleet_reading r;
@@ -554,26 +638,29 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
         PGconn* const c = conn(s);
         if (pq == nullptr || c == nullptr || pq->status(c) != CONNECTION_OK) {
             r.usable = false;
-            r.error = "the fleet sample was not sent: the connection is broken";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is broken");
             return r;
         }
         if (pq->is_busy(c) != 0 || pq->transaction_status(c) != PQTRANS_IDLE) {
             // The advisory locks and the setting would outlive the statement inside a
             // transaction; the pool samples only after its rollback, so this is a caller's bug.
-            r.error = "the fleet sample was not sent: the connection is inside a transaction "
-                      "or busy (sample only after the rollback at give-back)";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is inside "
+                                       "a transaction or busy (sample only after the rollback "
+                                       "at give-back)");
             return r;
         }
         const auto start = steady::now();
         const auto deadline = start + timeout;
-        const long long wait_ms =
-            std::max<long long>(1, timeout.count() / (2 * std::max(1u, req.reap_max)));
-        const std::string sql = fleet_sql(req, wait_ms, pq->server_version(c));
+        // Waiting for the terminated to exit takes a few milliseconds; one stuck (stopped,
+        // or on a swamped host) is waited for at most a quarter of the timeout, and 200 ms.
+        const long long exit_wait_rounds =
+            std::min<long long>(200, std::max<long long>(1, timeout.count() / 4));
+        const std::string sql = fleet_sql(req, exit_wait_rounds);
         const bool was_nonblocking = pq->is_nonblocking(c) != 0;
         if (!was_nonblocking && pq->set_nonblocking(c, 1) != 0) {
             r.usable = false;
-            r.error = "the fleet sample was not sent: libpq cannot make the connection "
-                      "non-blocking";
+            r.error = fleet_failure(r, "the fleet sample was not sent: libpq cannot make the "
+                                       "connection non-blocking");
             return r;
         }
         fleet_row row;
@@ -605,58 +692,62 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
                 std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start)
                     .count();
             if (steady::now() >= deadline) {
-                r.error = "the fleet sample got no answer within " +
-                          std::to_string(timeout.count()) +
-                          " ms (the server or the network is stalled); the connection is "
-                          "closed";
+                r.error = fleet_failure(r, "the fleet sample got no answer within " +
+                                               std::to_string(timeout.count()) +
+                                               " ms (the server or the network is stalled)");
             } else {
-                r.error = "the fleet sample failed after " + std::to_string(waited) +
-                          " ms: " + one_line(pq->error_message(c)) + "; the connection is closed";
+                r.error =
+                    fleet_failure(r, "the fleet sample failed after " + std::to_string(waited) +
+                                         " ms: " + one_line(pq->error_message(c)));
             }
             return r;
         }
         if (!was_nonblocking && pq->set_nonblocking(c, 0) != 0) {
             r.usable = false;
         }
-        if (!succeeded || row.value.size() < 10) {
-            r.error = "the fleet sample's query failed on the server: " +
-                      (server_error.empty() ? std::string("no row came back") : server_error);
+        if (!succeeded || row.value.size() < 12) {
+            r.error = fleet_failure(
+                r, "the fleet sample's query failed on the server: " +
+                       (server_error.empty() ? std::string("no row came back") : server_error));
+            return r;
+        }
+        if (!r.usable) {
+            // Answered, but libpq would not make the socket blocking again, as SOCI needs it.
+            r.error = fleet_failure(r, "the fleet sample was answered, but libpq cannot make the "
+                                       "connection blocking again");
             return r;
         }
         const auto count = [](long long n) {
             return static_cast<std::size_t>(std::max(0LL, n));
         };
-        r.reaped = static_cast<unsigned>(std::max(0LL, row.number(2)));
-        r.server_in_use = count(row.number(0) - r.reaped);
-        r.user_in_use = count(row.number(1) - r.reaped);
+        const long long reaped = std::max(0LL, row.number(2));
+        r.reaped = static_cast<unsigned>(reaped);
+        // Every zombie terminated was in the snapshot the counts come from, in each of them:
+        // a client backend of this user, connected to this database.
+        r.server_in_use = count(row.number(0) - reaped);
+        const long long role_in_use = std::max(0LL, row.number(1) - reaped);
+        const long long db_in_use = std::max(0LL, row.number(10) - reaped);
         if (req.reap && row.flag(3)) {
             r.reap_error = "not reaping: this session's application_name is empty, so its "
                            "zombies cannot be told from other applications' connections; set "
                            "soci_config::application_name (or application_name in the connect "
                            "string)";
         }
-        if (req.with_capacity) {
-            r.server_capacity =
-                count(row.number(4) - row.number(5) - row.number(6)); // NULL reserved: 0
-            long long limit = -1;
-            if (!row.flag(9)) {
-                limit = row.number(7, -1);
-                const long long database = row.number(8, -1);
-                if (database >= 0 && (limit < 0 || database < limit)) {
-                    limit = database;
-                }
-            }
-            // A limit of 0 lets no new connection in: none to free for the fleet either, so it
-            // is reported as no limit (0) rather than as a full one.
-            r.user_capacity = count(limit);
-        }
+        r.server_capacity =
+            count(row.number(4) - row.number(5) - row.number(6)); // NULL reserved: 0
+        const fleet_user_limit user =
+            row.flag(9)
+                ? fleet_user_limit{0, role_in_use}
+                : binding_user_limit(row.number(7, -1), role_in_use, row.number(8, -1), db_in_use);
+        r.user_capacity = count(user.capacity);
+        r.user_in_use = count(user.in_use);
         r.ok = true;
         return r;
     } catch (...) {
         // Out of memory, perhaps between reading results: the connection may be mid-query.
         r.ok = false;
         r.usable = false;
-        r.error = "the fleet sample failed: out of memory";
+        r.error = "the fleet sample failed: out of memory; the connection cannot be reused";
         return r;
     }
 }
