@@ -288,7 +288,8 @@ struct fleet_request {
     unsigned reap_max = 0;
 };
 
-/// What a traits' fleet_sample() reports. Counts include the connection that sampled.
+/// What a traits' fleet_sample() reports. Counts include the connection that sampled and leave
+/// out the zombies this sample ended (their slots are free, or about to be).
 struct fleet_reading {
     /// The counts below are valid. False when the query failed or timed out.
     bool ok = false;
@@ -313,7 +314,8 @@ struct fleet_reading {
     /// Non-empty when reaping was asked for and could not run (missing privilege, ...): why.
     /// The counts are still valid.
     std::string reap_error;
-    /// Non-empty when !ok: what failed, without secrets.
+    /// Non-empty when !ok: what failed, without secrets, ending with whether the connection can
+    /// be kept (the pool closes it when !usable).
     std::string error;
 };
 
@@ -1493,7 +1495,8 @@ private:
         for (options::duration* d :
              {&o.acquire_timeout, &o.handoff_after, &o.validation_window, &o.validation_timeout,
               &o.socket_check_after, &o.idle_timeout, &o.max_lifetime, &o.connect_backoff_base,
-              &o.connect_backoff_cap, &o.leak_threshold, &o.housekeeping_interval}) {
+              &o.connect_backoff_cap, &o.leak_threshold, &o.housekeeping_interval,
+              &o.fleet.sample_interval, &o.fleet.capacity_ttl, &o.fleet.reap_idle_after}) {
             *d = std::min(*d, options::forever);
         }
         return o;
@@ -2320,15 +2323,11 @@ private:
         if (!fleet_capacity_known_) {
             return; // the server's limit could not be read: no basis for a decision
         }
-        // The zombies just ended were counted (same user, same server) but their slots are
-        // free, or about to be.
-        const auto less_reaped = [&r](std::size_t n) {
-            return n > r.reading.reaped ? n - r.reading.reaped : std::size_t{0};
-        };
+        // The traits' counts leave out the zombies this sample ended (fleet_reading).
         r.capacity = fleet_server_capacity_;
-        r.in_use = less_reaped(r.reading.server_in_use);
+        r.in_use = r.reading.server_in_use;
         if (fleet_user_capacity_ > 0) {
-            const std::size_t user_in_use = less_reaped(r.reading.user_in_use);
+            const std::size_t user_in_use = r.reading.user_in_use;
             // user_in_use / user_cap > in_use / capacity, without division.
             if (static_cast<double>(user_in_use) * static_cast<double>(r.capacity) >
                 static_cast<double>(r.in_use) * static_cast<double>(fleet_user_capacity_)) {
@@ -2351,8 +2350,8 @@ private:
     void emit_fleet(std::uint64_t id, const fleet_result& r) const noexcept {
         try {
             if (!r.reading.ok) {
-                const std::string text = "the fleet sample failed: " + r.reading.error +
-                                         (r.reading.usable ? "" : "; the connection is closed");
+                // The traits' text says whether the connection can be kept (fleet_reading).
+                const std::string text = "the fleet sample failed: " + r.reading.error;
                 emit({event_type::fleet_sample_failed, id, close_reason::none, r.took, text});
                 return;
             }
@@ -4129,8 +4128,9 @@ inline bool valid_backend_name(std::string_view name) noexcept {
 //                   MariaDB server, the role put back (below): two round trips, three when a
 //                   role must be set. A Connector/C too old for that API (before 3.0) makes
 //                   reset() return false: reset_on_release then closes at every give-back.
-//   fleet_sample    one SELECT through the non-blocking API, plus one KILL per zombie and one
-//                   lock release when reaping (see fleet_sample() below).
+//   fleet_sample    one SELECT through the non-blocking API; when reaping on MariaDB 10.3+,
+//                   one compound statement instead (still one round trip), elsewhere the
+//                   SELECT plus one KILL per zombie and one lock release (see fleet_sample()).
 //
 // MYSQL_OPT_NONBLOCK is documented for use before connecting, but Connector/C accepts it on a
 // connection SOCI opened: it only allocates the context the *_start/*_cont calls run on (once
@@ -4480,6 +4480,8 @@ struct functions {
     decltype(&::mysql_fetch_row) fetch_row = nullptr;
     decltype(&::mysql_free_result) free_result = nullptr;
     decltype(&::mysql_num_fields) num_fields = nullptr;
+    decltype(&::mysql_next_result_start) next_result_start = nullptr;
+    decltype(&::mysql_next_result_cont) next_result_cont = nullptr;
 };
 
 #if WARMPOOL_SOCI_MYSQL_NATIVE == 2
@@ -4515,6 +4517,8 @@ inline bool fill(functions& f, void* scope) noexcept {
     get(f.fetch_row, "mysql_fetch_row");
     get(f.free_result, "mysql_free_result");
     get(f.num_fields, "mysql_num_fields");
+    get(f.next_result_start, "mysql_next_result_start");
+    get(f.next_result_cont, "mysql_next_result_cont");
     f.nonblocking = all;
     return true;
 }
@@ -4545,6 +4549,8 @@ inline const functions* api() noexcept {
         f.fetch_row = &::mysql_fetch_row;
         f.free_result = &::mysql_free_result;
         f.num_fields = &::mysql_num_fields;
+        f.next_result_start = &::mysql_next_result_start;
+        f.next_result_cont = &::mysql_next_result_cont;
         return f;
     }();
     return &linked;
@@ -4730,11 +4736,9 @@ enum class query_end {
     lost,         // the deadline passed or the connection failed: it may be mid-command
 };
 
-/// One statement through the non-blocking API, bounded by `deadline`. With `row` it must
-/// return a row, all of whose columns land there (a statement returning none is a
-/// server_error with mysql_errno 0); without, it must return no result set.
-inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
-                               steady::time_point deadline, row_values* row = nullptr) {
+/// query_outcome() up to its first result.
+inline query_end first_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                               steady::time_point deadline, row_values* row) {
     int ret = 1;
     if (!drive(
             fd, deadline,
@@ -4781,6 +4785,47 @@ inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std:
         }
     }
     my.free_result(result); // a stored result: no I/O
+    return end;
+}
+
+/// One statement through the non-blocking API, bounded by `deadline`. With `row` its first
+/// result must be a row, all of whose columns land there (a statement returning none is a
+/// server_error with mysql_errno 0); without, it must return no result set. The results that
+/// follow (a compound statement's closing status) are read and dropped, so the connection is
+/// ready for the next statement; an error among them is the statement's.
+inline query_end query_outcome(const functions& my, MYSQL* c, int fd, const std::string& sql,
+                               steady::time_point deadline, row_values* row = nullptr) {
+    const query_end end = first_outcome(my, c, fd, sql, deadline, row);
+    if (end == query_end::lost) {
+        return end;
+    }
+    while ((c->server_status & SERVER_MORE_RESULTS_EXIST) != 0) {
+        int ret = 0;
+        if (!drive(
+                fd, deadline, [&] { return my.next_result_start(&ret, c); },
+                [&](int ready) { return my.next_result_cont(&ret, c, ready); })) {
+            return query_end::lost;
+        }
+        if (ret > 0) {
+            const unsigned number = my.error_number(c);
+            return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
+        }
+        if (ret < 0) {
+            break;
+        }
+        MYSQL_RES* more = nullptr;
+        if (!drive(
+                fd, deadline, [&] { return my.store_start(&more, c); },
+                [&](int ready) { return my.store_cont(&more, c, ready); })) {
+            return query_end::lost;
+        }
+        if (more != nullptr) {
+            my.free_result(more);
+        } else if (my.error_number(c) != 0) {
+            const unsigned number = my.error_number(c);
+            return number >= 2000 && number < 3000 ? query_end::lost : query_end::server_error;
+        }
+    }
     return end;
 }
 
@@ -4862,82 +4907,265 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 }
 // --- The fleet policy (warmpool/fleet.hpp) ------------------------------------------------
 
-/// The named-lock prefix a reaper marks its victims with (GET_LOCK, held from its SELECT until
-/// its KILLs are done): with the connection id appended, at most 64 characters.
+/// The named-lock prefix a reaper marks its victims with (GET_LOCK): with the connection id
+/// appended, at most 64 characters.
 inline constexpr const char* fleet_lock_prefix = "warmpool.fleet.reap.";
 
-/// The fleet sample's SELECT, from constant text and the request's numbers (integers only:
-/// nothing a user wrote is interpolated). Columns: 1 client connections on the server,
-/// 2 those of this user, 3 max_connections, 4 max_user_connections (the session's value is the
-/// account's MAX_USER_CONNECTIONS when it has one, else the global one; checked on MariaDB
-/// 10.11), and when reaping 5: the zombies locked for this reaper, comma-separated ("" for
-/// none), or NULL when the account lacks the PROCESS privilege.
-inline std::string fleet_sql(const fleet_request& req, bool mariadb) {
-    // The user name part of USER(): PROCESSLIST.USER is the name the session logged in with.
-    const char* const me = "LEFT(USER(), CHAR_LENGTH(USER()) - "
-                           "CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1)) - 1)";
-    std::string sql = "SELECT (SELECT VARIABLE_VALUE FROM ";
-    // MySQL 5.7 moved the status tables to performance_schema (readable by every user).
-    sql += mariadb ? "information_schema.GLOBAL_STATUS" : "performance_schema.global_status";
-    sql += std::string(" WHERE VARIABLE_NAME = 'THREADS_CONNECTED'),"
-                       " (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = ") +
-           me + "), @@max_connections, @@session.max_user_connections";
-    if (req.reap) {
-        const long long ms = req.reap_idle_after.count();
-        const long long seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0); // TIME is whole seconds
-        sql += std::string(", IF(EXISTS(SELECT 1 FROM information_schema.USER_PRIVILEGES"
-                           " WHERE PRIVILEGE_TYPE = 'PROCESS'),"
-                           " COALESCE((SELECT GROUP_CONCAT(IF(GET_LOCK(CONCAT('") +
-               fleet_lock_prefix +
-               "', ID), 0) = 1, ID, NULL) ORDER BY TIME DESC, ID SEPARATOR ',')"
-               " FROM (SELECT ID, TIME FROM information_schema.PROCESSLIST"
-               " WHERE USER = " +
-               me + " AND COMMAND = 'Sleep' AND TIME >= " + std::to_string(seconds) +
-               " AND ID <> CONNECTION_ID()"
-               " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
-               " WHERE trx_mysql_thread_id IS NOT NULL)"
-               " ORDER BY TIME DESC, ID LIMIT " +
-               std::to_string(req.reap_max) + ") AS candidates), ''), NULL)";
+/// The longest idle time compared with: about 100 years (options::forever); nothing has been
+/// idle longer, and the number stays far from any overflow.
+inline constexpr long long fleet_idle_most_ms = 3'155'760'000'000;
+
+/// How the sample reaps. `block`: one compound statement (MariaDB 10.3 and later: BEGIN NOT
+/// ATOMIC and FOR loops) that re-checks each zombie and kills it on the server. `statement`:
+/// one SELECT, then one KILL per zombie and one lock release (MySQL, older MariaDB). `detect`
+/// picks by the server; the integration tests force `statement` to run it on MariaDB too.
+enum class fleet_dialect { detect, block, statement };
+
+/// True for a MariaDB server that runs compound statements with FOR loops (10.3 and later).
+/// Connector/C reports "10.11.19-MariaDB-..."; a server that sends the old "5.5.5-" prefix
+/// has it removed first.
+inline bool mariadb_with_blocks(const char* server) noexcept {
+    if (server == nullptr || std::strstr(server, "MariaDB") == nullptr) {
+        return false;
     }
-    return sql;
+    const char* v = std::strncmp(server, "5.5.5-", 6) == 0 ? server + 6 : server;
+    char* end = nullptr;
+    const long major = std::strtol(v, &end, 10);
+    const long minor = end != nullptr && *end == '.' ? std::strtol(end + 1, nullptr, 10) : 0;
+    return major > 10 || (major == 10 && minor >= 3);
 }
 
-/// The connection ids in "12,34", at most `most` of them.
-inline std::vector<unsigned long long> fleet_ids(const std::string& list, unsigned most) {
-    std::vector<unsigned long long> ids;
-    std::size_t at = 0;
-    while (at < list.size() && ids.size() < most) {
-        char* end = nullptr;
-        const unsigned long long id = std::strtoull(list.c_str() + at, &end, 10);
-        const std::size_t next = static_cast<std::size_t>(end - list.c_str());
-        if (next == at) {
-            break;
+/// The user name part of USER(): PROCESSLIST.USER is the name the session logged in with.
+/// Compared byte for byte (CAST AS BINARY): account names are case-sensitive, but
+/// PROCESSLIST.USER's collation is not, so 'app' would otherwise count (and reap) 'APP'.
+inline constexpr const char* fleet_same_user =
+    "CAST(USER AS BINARY) = CAST(LEFT(USER(), CHAR_LENGTH(USER()) - "
+    "CHAR_LENGTH(SUBSTRING_INDEX(USER(), '@', -1)) - 1) AS BINARY)";
+
+/// The counts and limits, shared by every form. Columns: 0 client connections on the server,
+/// 1 those of this user, 2 max_connections, 3 max_user_connections (the session's value is the
+/// account's MAX_USER_CONNECTIONS when it has one, else the global one; checked on MariaDB
+/// 10.11).
+inline std::string fleet_counts_sql(bool mariadb) {
+    // MySQL 5.7 moved the status tables to performance_schema (readable by every user).
+    return std::string("(SELECT VARIABLE_VALUE FROM ") +
+           (mariadb ? "information_schema.GLOBAL_STATUS" : "performance_schema.global_status") +
+           " WHERE VARIABLE_NAME = 'THREADS_CONNECTED'),"
+           " (SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE " +
+           fleet_same_user + ")";
+}
+
+/// Reaping needs INNODB_TRX, which needs PROCESS; without it nothing is killed.
+inline constexpr const char* fleet_may_read_trx =
+    "EXISTS(SELECT 1 FROM information_schema.USER_PRIVILEGES WHERE PRIVILEGE_TYPE = 'PROCESS')";
+
+inline long long fleet_idle_ms(const fleet_request& req) {
+    return std::min(std::max(0LL, static_cast<long long>(req.reap_idle_after.count())),
+                    fleet_idle_most_ms);
+}
+
+/// The counting SELECT (no reaping): the four columns of fleet_counts_sql() and the limits.
+inline std::string fleet_sql(bool mariadb) {
+    return "SELECT " + fleet_counts_sql(mariadb) +
+           ", @@max_connections, @@session.max_user_connections";
+}
+
+/// The MariaDB compound statement (fleet_dialect::block), from constant text and the request's
+/// numbers. Counts first, into variables (so every zombie it kills is in them once); then, for
+/// each of at most reap_max candidates (this user, COMMAND 'Sleep' for reap_idle_after or
+/// longer by TIME_MS, not this connection, not in INNODB_TRX, oldest first): its named lock,
+/// no wait (held by another reaper: skipped); PROCESSLIST read again for it alone, still
+/// 'Sleep' and idle that long (any command since resets TIME_MS, and a KILL already made shows
+/// 'Killed'); KILL CONNECTION; the lock released. Its one row: the four counting columns,
+/// 4 the zombies killed (NULL without PROCESS), 5 the first KILL error other than "no such
+/// thread" / "not owner" (NULL for none). An error anywhere else ends the statement, after
+/// releasing the lock it holds, with that error.
+inline std::string fleet_block_sql(const fleet_request& req) {
+    const std::string idle = std::to_string(fleet_idle_ms(req));
+    return std::string("BEGIN NOT ATOMIC"
+                       " DECLARE server_n, user_n BIGINT DEFAULT 0;"
+                       " DECLARE reaped, gone INT DEFAULT 0;"
+                       " DECLARE kill_error VARCHAR(600) DEFAULT NULL;"
+                       " DECLARE held VARCHAR(64) DEFAULT NULL;"
+                       " DECLARE may_read INT DEFAULT ") +
+           fleet_may_read_trx +
+           ";"
+           " DECLARE EXIT HANDLER FOR SQLEXCEPTION BEGIN DO RELEASE_LOCK(held); RESIGNAL; END;"
+           " SELECT " +
+           fleet_counts_sql(true) +
+           " INTO server_n, user_n;"
+           " IF may_read THEN"
+           " FOR z IN (SELECT ID FROM information_schema.PROCESSLIST WHERE " +
+           fleet_same_user + " AND COMMAND = 'Sleep' AND TIME_MS >= " + idle +
+           " AND ID <> CONNECTION_ID()"
+           " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+           " WHERE trx_mysql_thread_id IS NOT NULL)"
+           " ORDER BY TIME_MS DESC, ID LIMIT " +
+           std::to_string(req.reap_max) +
+           ") DO"
+           " SET held = CONCAT('" +
+           fleet_lock_prefix +
+           "', z.ID);"
+           " IF GET_LOCK(held, 0) = 1 THEN"
+           " IF EXISTS(SELECT 1 FROM information_schema.PROCESSLIST WHERE ID = z.ID"
+           " AND COMMAND = 'Sleep' AND TIME_MS >= " +
+           idle +
+           ") THEN"
+           " BEGIN"
+           " DECLARE e_number INT DEFAULT 0;"
+           " DECLARE e_text VARCHAR(512) DEFAULT '';"
+           " DECLARE CONTINUE HANDLER FOR 1094, 1095 SET gone = 1;"
+           " DECLARE CONTINUE HANDLER FOR SQLEXCEPTION BEGIN"
+           " GET DIAGNOSTICS CONDITION 1 e_number = MYSQL_ERRNO, e_text = MESSAGE_TEXT;"
+           " SET gone = 1;"
+           " IF kill_error IS NULL THEN SET kill_error = CONCAT(e_number, ' ', e_text); END IF;"
+           " END;"
+           " SET gone = 0;"
+           " KILL CONNECTION z.ID;"
+           " END;"
+           " IF gone = 0 THEN SET reaped = reaped + 1; END IF;"
+           " END IF;"
+           " DO RELEASE_LOCK(held);"
+           " END IF;"
+           " SET held = NULL;"
+           " END FOR;"
+           " END IF;"
+           " SELECT server_n, user_n, @@max_connections, @@session.max_user_connections,"
+           " IF(may_read, reaped, NULL), kill_error;"
+           " END";
+}
+
+/// The longest list of ids GROUP_CONCAT may need for `reap_max` of them: 20 digits each (an
+/// unsigned 64-bit id) and a separator.
+inline unsigned long long fleet_list_most(unsigned reap_max) {
+    return 21ULL * reap_max;
+}
+
+/// The SELECT of fleet_dialect::statement, from constant text and the request's numbers: the
+/// four counting columns, then 4: "k:id,id,..." (the k zombies locked for this reaper; "0:"
+/// for none), "-" when group_concat_max_len is too short for reap_max ids (then no lock is
+/// taken: IF evaluates one branch), NULL without PROCESS; 5 group_concat_max_len. The
+/// candidates are those of fleet_block_sql() with TIME in whole seconds (rounded up); each
+/// gets GET_LOCK once, in a derived table that LIMIT keeps from being merged, so the count
+/// and the list read the same locks. MySQL 8 raises group_concat_max_len for this statement
+/// alone (SET_VAR); elsewhere the hint is a comment.
+inline std::string fleet_statement_sql(const fleet_request& req) {
+    const long long ms = fleet_idle_ms(req);
+    const long long seconds = ms / 1000 + (ms % 1000 != 0 ? 1 : 0);
+    const std::string most = std::to_string(fleet_list_most(req.reap_max));
+    const std::string limit = std::to_string(req.reap_max);
+    return "SELECT /*+ SET_VAR(group_concat_max_len = " + most + ") */ " + fleet_counts_sql(false) +
+           ", @@max_connections, @@session.max_user_connections, IF(" + fleet_may_read_trx +
+           ", IF(@@session.group_concat_max_len >= " + most +
+           ", (SELECT CONCAT(COALESCE(SUM(got = 1), 0), ':', COALESCE(GROUP_CONCAT(IF(got = 1,"
+           " ID, NULL) ORDER BY TIME DESC, ID SEPARATOR ','), ''))"
+           " FROM (SELECT ID, TIME, GET_LOCK(CONCAT('" +
+           fleet_lock_prefix +
+           "', ID), 0) AS got FROM (SELECT ID, TIME FROM information_schema.PROCESSLIST"
+           " WHERE " +
+           fleet_same_user + " AND COMMAND = 'Sleep' AND TIME >= " + std::to_string(seconds) +
+           " AND ID <> CONNECTION_ID()"
+           " AND ID NOT IN (SELECT trx_mysql_thread_id FROM information_schema.INNODB_TRX"
+           " WHERE trx_mysql_thread_id IS NOT NULL)"
+           " ORDER BY TIME DESC, ID LIMIT " +
+           limit + ") AS candidates LIMIT " + limit +
+           ") AS locked), '-'), NULL), @@session.group_concat_max_len";
+}
+
+/// The ids in "k:id,id,...": exactly k of them, each all digits (1 to 20), k <= most. False
+/// for anything else: a list cut short must never be read as ids.
+inline bool fleet_ids(const std::string& text, unsigned most,
+                      std::vector<unsigned long long>& ids) {
+    ids.clear();
+    const std::size_t colon = text.find(':');
+    if (colon == 0 || colon == std::string::npos || colon > 4) {
+        return false;
+    }
+    unsigned long long k = 0;
+    for (std::size_t i = 0; i < colon; ++i) {
+        if (text[i] < '0' || text[i] > '9') {
+            return false;
+        }
+        k = k * 10 + static_cast<unsigned>(text[i] - '0');
+    }
+    std::size_t at = colon + 1;
+    while (at < text.size()) {
+        std::size_t next = text.find(',', at);
+        if (next == std::string::npos) {
+            next = text.size();
+        }
+        if (next == at || next - at > 20) {
+            return false;
+        }
+        unsigned long long id = 0;
+        for (std::size_t i = at; i < next; ++i) {
+            const char ch = text[i];
+            const unsigned digit = static_cast<unsigned>(ch - '0');
+            if (ch < '0' || ch > '9' || id > (~0ULL - digit) / 10) {
+                return false;
+            }
+            id = id * 10 + digit;
         }
         ids.push_back(id);
-        at = next + 1; // past the ','
+        if (next == text.size()) {
+            break;
+        }
+        at = next + 1;
+        if (at == text.size()) {
+            return false; // a trailing separator: cut after it
+        }
     }
-    return ids;
+    return ids.size() == k && k <= most;
+}
+
+/// `what` with the statement the pool needs about the connection after a failure.
+inline std::string fleet_failure(const fleet_reading& r, std::string what) {
+    return what +
+           (r.usable ? "; the connection can be reused" : "; the connection cannot be reused");
 }
 
 /// What fleet_sample() does, bounded by `timeout` as a whole, through Connector/C's
-/// non-blocking API (see warmpool/fleet.hpp for the policy and fleet_sql() for the SELECT):
+/// non-blocking API (see warmpool/fleet.hpp for the policy):
 ///
 ///   counts    Threads_connected (GLOBAL_STATUS: the server's client connections, readable
 ///             without privileges; PROCESSLIST shows a user without PROCESS only its own
 ///             connections, so it cannot count the server's), and this user's connections in
-///             PROCESSLIST. Zombies killed by this sample are subtracted.
+///             PROCESSLIST, the user name compared byte for byte (account names are
+///             case-sensitive; PROCESSLIST.USER's collation is not). Read before any KILL, and
+///             the zombies killed are subtracted.
 ///   capacity  @@max_connections (MariaDB and MySQL admit one connection more, for an
 ///             administrator); @@session.max_user_connections, the account's own limit or the
 ///             global one (0: none).
-///   reap      the SELECT also picks at most reap_max connections of this user (PROCESSLIST.USER)
-///             in COMMAND 'Sleep' for reap_idle_after or longer (whole seconds, rounded up), not
-///             this one and not inside an InnoDB transaction (INNODB_TRX), oldest first, and
-///             takes a named lock on each (GET_LOCK, no wait; those another reaper holds are
-///             skipped); then one KILL CONNECTION per zombie, and one DO RELEASE_LOCK(...) for
-///             all of them: reap_max + 2 round trips in all. A zombie already gone or killed by
-///             another reaper meanwhile (ER_NO_SUCH_THREAD 1094, ER_KILL_DENIED_ERROR 1095) is
-///             not counted and is no error; another reaper that read it before our lock skips
-///             it, or, if it reads it after our KILL, sees COMMAND 'Killed' instead of 'Sleep'.
+///   reap      at most reap_max connections of this user (PROCESSLIST.USER, byte for byte) in
+///             COMMAND 'Sleep' for reap_idle_after or longer, not this one and not inside an
+///             InnoDB transaction (INNODB_TRX), oldest first, each under a named lock (GET_LOCK,
+///             no wait; one another reaper holds is skipped).
+///             MariaDB 10.3 and later (fleet_block_sql()): one compound statement, one round
+///             trip. Counts first; then for each candidate in turn: the lock, PROCESSLIST read
+///             again for that connection alone (still 'Sleep', TIME_MS still at least
+///             reap_idle_after: any command it sent since resets TIME_MS), KILL CONNECTION at
+///             once, the lock released. Exactly once under concurrent reapers: the next reaper
+///             to take the lock reads the victim as COMMAND 'Killed' (set by the KILL itself)
+///             or gone, and skips it.
+///             MySQL and older MariaDB (fleet_statement_sql()): the SELECT locks the candidates
+///             and returns their ids; then one KILL CONNECTION per zombie and one DO
+///             RELEASE_LOCK(...) for all of them: reap_max + 2 round trips. Another reaper that
+///             read a zombie before our lock skips it; one that reads it after our KILL sees
+///             'Killed'. The ids come back through GROUP_CONCAT: when group_concat_max_len
+///             (raised for the statement on MySQL 8) is below 21 * reap_max nothing is locked
+///             and reap_error says so, and a list that does not parse to exactly the count the
+///             server gives is not used (the connection, which may hold locks, is not reused).
+///             A zombie already gone or killed by another reaper meanwhile (ER_NO_SUCH_THREAD
+///             1094, ER_KILL_DENIED_ERROR 1095) is not counted and is no error; other KILL
+///             errors go to reap_error.
+///
+/// What remains, and what it costs: a connection idle for reap_idle_after that sends a
+/// command between the moment it is last read as idle and its KILL is killed as that command
+/// starts or runs: its client gets an error (the connection was lost), the command and any
+/// transaction it opened are not committed (InnoDB rolls them back), nothing is silently lost.
+/// On MariaDB 10.3+ that moment is microseconds before the KILL, in the same statement on the
+/// server; with fleet_dialect::statement it is the SELECT, one round trip (plus one per KILL
+/// before it) earlier. A connection that sends nothing for reap_idle_after is never at risk.
 ///
 /// The scope is the user. SOCI's MySQL backend opens the connection itself, so no connection
 /// attribute (program_name) can be set, and performance_schema, where attributes are read, is
@@ -4959,10 +5187,12 @@ inline std::vector<unsigned long long> fleet_ids(const std::string& list, unsign
 /// (reap_idle_after too short) loses them with its connection.
 ///
 /// A timeout or a lost connection leaves it mid-command (ok = false, usable = false: the pool
-/// closes it). An error the server reported leaves it usable (ok = false for the SELECT; a
-/// KILL's other errors go to reap_error).
+/// closes it). An error the server reported leaves it usable (ok = false for the SELECT or the
+/// compound statement; a KILL's other errors go to reap_error). Each error text ends by saying
+/// whether the connection can be reused.
 inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
-                                  std::chrono::milliseconds timeout) noexcept {
+                                  std::chrono::milliseconds timeout,
+                                  fleet_dialect dialect = fleet_dialect::detect) noexcept {
     fleet_reading r;
     const auto start = steady::now();
     const auto deadline = start + timeout;
@@ -4972,53 +5202,63 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
         const int fd = my != nullptr && c != nullptr ? socket_of(*my, c) : -1;
         if (fd < 0) {
             r.usable = false;
-            r.error = "the fleet sample was not sent: the connection is broken";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is broken");
             return r;
         }
         if (!my->nonblocking) {
-            r.error = "the fleet sample needs MariaDB Connector/C 3.0 or later (its non-blocking "
-                      "API was not found)";
+            r.error = fleet_failure(r, "the fleet sample needs MariaDB Connector/C 3.0 or later "
+                                       "(its non-blocking API was not found)");
             return r;
         }
         if (in_transaction(s)) {
             // The named locks are session-level, but the counts would be taken mid-transaction
             // by a caller that should have rolled back first.
-            r.error = "the fleet sample was not sent: the connection is inside a transaction "
-                      "(sample only after the rollback at give-back)";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is inside "
+                                       "a transaction (sample only after the rollback at "
+                                       "give-back)");
             return r;
         }
         if (!make_nonblocking(*my, c)) {
-            r.error = "the fleet sample was not sent: Connector/C cannot allocate its "
-                      "non-blocking context";
+            r.error = fleet_failure(r, "the fleet sample was not sent: Connector/C cannot "
+                                       "allocate its non-blocking context");
             return r;
         }
         const char* const server = my->server_info(c);
         const bool mariadb = server != nullptr && std::strstr(server, "MariaDB") != nullptr;
+        if (dialect == fleet_dialect::detect) {
+            dialect = mariadb_with_blocks(server) ? fleet_dialect::block : fleet_dialect::statement;
+        }
         const auto lost = [&](const char* what) {
             r.ok = false;
             r.usable = false;
             if (steady::now() >= deadline) {
-                r.error = std::string("the fleet sample's ") + what + " got no answer within " +
-                          std::to_string(timeout.count()) +
-                          " ms (the server or the network is stalled); the connection is "
-                          "closed";
+                r.error = fleet_failure(r, std::string("the fleet sample's ") + what +
+                                               " got no answer within " +
+                                               std::to_string(timeout.count()) +
+                                               " ms (the server or the network is stalled)");
             } else {
-                r.error = std::string("the fleet sample's ") + what + " lost the connection (" +
-                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
-                          "); the connection is closed";
+                r.error = fleet_failure(
+                    r, std::string("the fleet sample's ") + what + " lost the connection (" +
+                           std::to_string(my->error_number(c)) + " " + my->error_text(c) + ")");
             }
             return r;
         };
 
+        const bool block = req.reap && dialect == fleet_dialect::block;
+        const std::string sql = !req.reap ? fleet_sql(mariadb)
+                                : block   ? fleet_block_sql(req)
+                                          : fleet_statement_sql(req);
+        const char* const what = block ? "statement" : "SELECT";
         row_values row;
-        switch (query_outcome(*my, c, fd, fleet_sql(req, mariadb), deadline, &row)) {
+        switch (query_outcome(*my, c, fd, sql, deadline, &row)) {
         case query_end::lost:
-            return lost("SELECT");
+            return lost(what);
         case query_end::server_error:
-            r.error = "the fleet sample's query failed on the server: " +
-                      (my->error_number(c) != 0
-                           ? std::to_string(my->error_number(c)) + " " + my->error_text(c)
-                           : std::string("no row came back"));
+            r.error = fleet_failure(
+                r, std::string("the fleet sample's ") + what + " failed on the server: " +
+                       (my->error_number(c) != 0
+                            ? std::to_string(my->error_number(c)) + " " + my->error_text(c)
+                            : std::string("no row came back")));
             return r;
         case query_end::done:
             break;
@@ -5030,14 +5270,39 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
             r.server_capacity = count(row.number(2));
             r.user_capacity = count(row.number(3)); // -1 (MariaDB: only administrators) too
         }
+        const char* const no_process =
+            "not reaping: telling idle connections from those inside a transaction needs "
+            "information_schema.INNODB_TRX, which needs the PROCESS privilege: GRANT PROCESS ON "
+            "*.* TO this account";
         std::vector<unsigned long long> locked;
-        if (req.reap) {
+        if (req.reap && block) {
             if (row.is_null(4)) {
-                r.reap_error = "not reaping: telling idle connections from those inside a "
-                               "transaction needs information_schema.INNODB_TRX, which needs "
-                               "the PROCESS privilege: GRANT PROCESS ON *.* TO this account";
+                r.reap_error = no_process;
             } else {
-                locked = fleet_ids(row.text(4), req.reap_max);
+                r.reaped = static_cast<unsigned>(std::max(0LL, row.number(4)));
+                if (!row.is_null(5)) {
+                    r.reap_error = "KILL CONNECTION failed: " + row.text(5);
+                }
+            }
+        } else if (req.reap) {
+            if (row.is_null(4)) {
+                r.reap_error = no_process;
+            } else if (row.text(4) == "-") {
+                r.reap_error =
+                    "not reaping: group_concat_max_len is " + row.text(5) +
+                    ", too short for the ids of reap_max = " + std::to_string(req.reap_max) +
+                    " zombies (" + std::to_string(fleet_list_most(req.reap_max)) +
+                    " needed): raise it (SET GLOBAL group_concat_max_len = " +
+                    std::to_string(fleet_list_most(req.reap_max)) + " or more) or lower reap_max";
+            } else if (!fleet_ids(row.text(4), req.reap_max, locked)) {
+                // Which named locks it holds is unknown: closing the connection releases them.
+                r.usable = false;
+                r.error = fleet_failure(r, "the fleet sample's list of zombies came back "
+                                           "malformed (\"" +
+                                               row.text(4).substr(0, 60) +
+                                               "\"), so nothing was killed; it may hold their "
+                                               "named locks");
+                return r;
             }
         }
         for (const unsigned long long id : locked) {
@@ -5070,21 +5335,22 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
                 // Left held, the locks would keep every other reaper off these ids: the pool
                 // closes the connection, which releases them.
                 r.usable = false;
-                r.error = "the fleet sample's RELEASE_LOCK failed: " +
-                          std::to_string(my->error_number(c)) + " " + my->error_text(c) +
-                          "; the connection is closed";
+                r.error = fleet_failure(r, "the fleet sample's RELEASE_LOCK failed: " +
+                                               std::to_string(my->error_number(c)) + " " +
+                                               my->error_text(c));
                 return r;
             }
         }
-        r.server_in_use = count(row.number(0) - r.reaped);
-        r.user_in_use = count(row.number(1) - r.reaped);
+        // Every zombie killed was in the counts, read before its KILL.
+        r.server_in_use = count(row.number(0) - static_cast<long long>(r.reaped));
+        r.user_in_use = count(row.number(1) - static_cast<long long>(r.reaped));
         r.ok = true;
         return r;
     } catch (...) {
         // Out of memory, perhaps mid-command.
         r.ok = false;
         r.usable = false;
-        r.error = "the fleet sample failed: out of memory";
+        r.error = "the fleet sample failed: out of memory; the connection cannot be reused";
         return r;
     }
 }
@@ -5515,62 +5781,94 @@ inline bool reset(soci::session& s, std::chrono::milliseconds timeout) noexcept 
 /// two-key lock with this first key could meet it.
 inline constexpr long fleet_lock_key = 0x7770666c;
 
+/// The longest idle time the statement compares with: about 100 years (options::forever).
+/// Longer would only push now() - interval out of the timestamp range (or the interval's
+/// own), failing every sample; nothing has been idle that long.
+inline constexpr long long fleet_idle_most_ms = 3'155'760'000'000;
+
 /// The fleet sample's one statement, from constant text and the request's numbers (integers
 /// only: nothing a user wrote is interpolated). Columns, in order:
 ///   0 client backends on the server   1 those of this session's user   2 zombies terminated
 ///   3 application_name is empty       4 max_connections   5 superuser_reserved_connections
 ///   6 reserved_connections (PostgreSQL 16; NULL before)   7 the user's CONNECTION LIMIT
 ///   8 the database's                  9 the user is a superuser
+///   10 client backends connected to this database (every user's)
+///   11 rounds of about a millisecond spent waiting for the terminated to exit (0 when not
+///      reaping)
 /// pg_stat_get_activity(NULL) is read once (a CTE used twice is materialized), not through the
 /// pg_stat_activity view, whose joins to pg_database and pg_authid made planning cost more
-/// than the rest of the statement. See fleet_sample() for why each condition is there.
-inline std::string fleet_sql(const fleet_request& req, long long terminate_wait_ms,
-                             int server_version) {
+/// than the rest of the statement. The counts come from that snapshot, taken before anything
+/// is terminated (the aggregate reads the CTE before the target list runs the reaping
+/// subqueries), so every zombie terminated is in them once. See fleet_sample() for why each
+/// condition is there.
+inline std::string fleet_sql(const fleet_request& req, long long exit_wait_rounds) {
     std::string sql =
-        "WITH me AS (SELECT r.oid AS role, r.rolconnlimit, r.rolsuper, d.oid AS db,"
+        "WITH RECURSIVE me AS (SELECT r.oid AS role, r.rolconnlimit, r.rolsuper, d.oid AS db,"
         " d.datconnlimit FROM pg_catalog.pg_roles r, pg_catalog.pg_database d"
         " WHERE r.rolname = session_user AND d.datname = pg_catalog.current_database()),"
         " activity AS (SELECT datid, pid, usesysid, application_name, state, state_change,"
         " backend_type FROM pg_catalog.pg_stat_get_activity(NULL))";
     if (req.reap) {
-        // PostgreSQL 14 and later can wait for the terminated backend to exit: until then a
-        // concurrent reaper that read it in its snapshot could signal it again and count it
-        // twice; the lock keeps it out while we wait.
-        const std::string terminate = server_version >= 140000
-                                          ? "pg_catalog.pg_terminate_backend(a.pid, " +
-                                                std::to_string(terminate_wait_ms) + ")"
-                                          : std::string("pg_catalog.pg_terminate_backend(a.pid)");
-        sql += ", victims AS (SELECT a.pid FROM activity a, me"
+        const long long idle_ms = std::min(
+            std::max(0LL, static_cast<long long>(req.reap_idle_after.count())), fleet_idle_most_ms);
+        sql += ", victims AS (SELECT a.pid, a.state_change FROM activity a, me"
                " WHERE pg_catalog.current_setting('application_name') <> ''"
                " AND a.usesysid = me.role AND a.datid = me.db"
                " AND a.application_name = pg_catalog.current_setting('application_name')"
                " AND a.state = 'idle' AND a.backend_type = 'client backend'"
                " AND a.pid <> pg_catalog.pg_backend_pid()"
                " AND a.state_change <= pg_catalog.now() - interval '" +
-               std::to_string(req.reap_idle_after.count()) +
-               " milliseconds' ORDER BY a.state_change, a.pid LIMIT " +
+               std::to_string(idle_ms) + " milliseconds' ORDER BY a.state_change, a.pid LIMIT " +
                std::to_string(req.reap_max) +
-               "), reaped AS (SELECT count(*) FILTER (WHERE CASE"
+               "), signalled AS (SELECT a.pid, CASE"
                // A backend gone meanwhile makes pg_terminate_backend warn; the warning is no
                // news to anyone, so it is kept from the client (for this statement only).
                " WHEN pg_catalog.set_config('client_min_messages', 'error', true) = '' THEN false"
-               " WHEN pg_catalog.pg_try_advisory_xact_lock(" +
-               std::to_string(fleet_lock_key) + ", a.pid) THEN " + terminate +
-               " ELSE false END) AS n FROM victims a)";
+               " WHEN NOT pg_catalog.pg_try_advisory_xact_lock(" +
+               std::to_string(fleet_lock_key) +
+               ", a.pid) THEN false"
+               // The snapshot above may be a few milliseconds old by now: drop it and read this
+               // backend alone again, just before the signal. Still idle since the same moment
+               // means it has sent nothing since the snapshot.
+               " WHEN pg_catalog.pg_stat_clear_snapshot() IS NULL THEN false"
+               " WHEN NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_get_activity(a.pid) fresh"
+               " WHERE fresh.state = 'idle' AND fresh.state_change = a.state_change) THEN false"
+               // No wait here (the two-argument form polls every 100 ms, one victim after the
+               // other): all are signalled first, then waited for together below.
+               " ELSE pg_catalog.pg_terminate_backend(a.pid) END AS ended FROM victims a),"
+               // Until the signalled have exited (or the rounds run out) the statement, and so
+               // its advisory locks, lasts: another reaper that read one of them as idle
+               // skips it meanwhile, and finds it gone afterwards.
+               " waiting (round, alive) AS (SELECT 0, (SELECT count(*) FROM signalled WHERE ended)"
+               " UNION ALL SELECT w.round + 1, (SELECT count(*) FROM signalled s WHERE s.ended"
+               // w.round makes the subquery correlated, so it runs again at each round.
+               " AND w.round >= 0 AND EXISTS (SELECT 1 FROM"
+               " pg_catalog.pg_stat_get_activity(s.pid)))"
+               " FROM waiting w WHERE CASE WHEN w.alive = 0 OR w.round >= " +
+               std::to_string(exit_wait_rounds) +
+               " THEN false"
+               " WHEN pg_catalog.pg_sleep(0.001) IS NULL THEN false"
+               " WHEN pg_catalog.pg_stat_clear_snapshot() IS NULL THEN false ELSE true END)";
     }
     // A role without pg_read_all_stats sees other roles' sessions without backend_type: those
     // count when they have a database and a user, as client backends have (and autovacuum and
     // parallel workers too, which overcounts by a few at most, on the safe side).
-    sql += " SELECT count(*) FILTER (WHERE a.backend_type = 'client backend' OR"
-           " (a.backend_type IS NULL AND a.datid IS NOT NULL AND a.usesysid IS NOT NULL)),"
-           " count(*) FILTER (WHERE a.usesysid = me.role AND a.backend_type = 'client backend'),";
-    sql += req.reap ? " (SELECT n FROM reaped)," : " 0,";
-    sql += " pg_catalog.current_setting('application_name') = '',"
-           " pg_catalog.current_setting('max_connections'),"
-           " pg_catalog.current_setting('superuser_reserved_connections'),"
-           " pg_catalog.current_setting('reserved_connections', true),"
-           " me.rolconnlimit, me.datconnlimit, me.rolsuper"
-           " FROM activity a, me GROUP BY me.rolconnlimit, me.datconnlimit, me.rolsuper";
+    const char* const client = "(a.backend_type = 'client backend' OR"
+                               " (a.backend_type IS NULL AND a.datid IS NOT NULL AND"
+                               " a.usesysid IS NOT NULL))";
+    sql += std::string(" SELECT count(*) FILTER (WHERE ") + client +
+           "), count(*) FILTER (WHERE a.usesysid = me.role AND a.backend_type = 'client "
+           "backend'),";
+    sql += req.reap ? " (SELECT count(*) FROM signalled WHERE ended)," : " 0,";
+    sql += std::string(" pg_catalog.current_setting('application_name') = '',"
+                       " pg_catalog.current_setting('max_connections'),"
+                       " pg_catalog.current_setting('superuser_reserved_connections'),"
+                       " pg_catalog.current_setting('reserved_connections', true),"
+                       " me.rolconnlimit, me.datconnlimit, me.rolsuper,"
+                       " count(*) FILTER (WHERE a.datid = me.db AND ") +
+           client + "),";
+    sql += req.reap ? " (SELECT max(round) FROM waiting)" : " 0";
+    sql += " FROM activity a, me GROUP BY me.rolconnlimit, me.datconnlimit, me.rolsuper";
     return sql;
 }
 
@@ -5609,27 +5907,78 @@ inline std::string one_line(const char* text) {
     return out;
 }
 
+/// The user's limit that binds, and the connections counted against it: of the role's
+/// CONNECTION LIMIT (the role's connections to every database) and the database's (every
+/// role's connections to this database), the fuller one. Limits of -1 (none) and 0 (nobody
+/// new gets in, so there is no slot to give back either) are no limit.
+struct fleet_user_limit {
+    long long capacity = 0;
+    long long in_use = 0;
+};
+
+inline fleet_user_limit binding_user_limit(long long role_limit, long long role_in_use,
+                                           long long db_limit, long long db_in_use) {
+    fleet_user_limit out{0, role_in_use};
+    const bool role = role_limit > 0;
+    const bool db = db_limit > 0;
+    if (role && (!db || static_cast<double>(role_in_use) * static_cast<double>(db_limit) >
+                            static_cast<double>(db_in_use) * static_cast<double>(role_limit))) {
+        out = {role_limit, role_in_use};
+    } else if (db) {
+        out = {db_limit, db_in_use};
+    }
+    return out;
+}
+
+/// `what` with the statement the pool needs about the connection after a failure.
+inline std::string fleet_failure(fleet_reading& r, std::string what) {
+    return what +
+           (r.usable ? "; the connection can be reused" : "; the connection cannot be reused");
+}
+
 /// What fleet_sample() does, in one round trip bounded by `timeout` (see warmpool/fleet.hpp
 /// for the policy and fleet_sql() for the statement):
 ///
-///   counts    pg_stat_activity's client backends, all and this session user's. Each backend
-///             is counted once, from the snapshot the statement reads (so zombies terminated by
-///             it are subtracted afterwards: they are gone by the time the pool decides).
-///   capacity  max_connections - superuser_reserved_connections - reserved_connections (16+);
-///             the user's limit is the lower of the role's CONNECTION LIMIT and the database's
-///             (superusers have none).
+///   counts    pg_stat_activity's client backends, all and this session user's, from the
+///             snapshot the statement reads first; the zombies it then terminates are
+///             subtracted (they are gone, or going, by the time the pool decides).
+///   capacity  max_connections - superuser_reserved_connections - reserved_connections (16+).
+///             The user's limit: PostgreSQL refuses a non-superuser's connection when either
+///             the role's CONNECTION LIMIT (counting the role's connections to every database)
+///             or the database's (counting every role's connections to it) is reached. Each is
+///             compared with its own count, and user_capacity / user_in_use report the fuller
+///             of the two (in use / limit; the lower limit on a tie): e.g. a database limit of
+///             5 with 4 connections of other roles and 1 of this one reads "5 of 5", while the
+///             role's limit of 20 reads 1 of 20. user_in_use is the role's count when neither
+///             limit is set (superusers have neither). Both capacities are filled at every
+///             sample (the limits come with the statement anyway): which limit binds can change
+///             with the counts, and user_in_use is only meaningful with this sample's
+///             user_capacity.
 ///   reap      in the same statement, pg_terminate_backend on at most reap_max sessions with
 ///             this session's user, database and application_name (which must be set: with an
 ///             empty one nothing is reaped and reap_error says so), state 'idle' exactly (never
 ///             'idle in transaction', never 'active'), a client backend, not this one, idle
-///             since reap_idle_after or longer, oldest first. Only those it returned true for
-///             count. Concurrent reapers do not count one zombie twice: each takes a
-///             transaction-level advisory lock on the pid first (key fleet_lock_key), and from
-///             PostgreSQL 14 waits for the backend to exit before its statement ends (up to a
-///             share of the timeout; one that takes longer is not counted). Before 14 a zombie
-///             may be counted by two reapers.
+///             since reap_idle_after or longer (at most about 100 years), oldest first. Each
+///             victim is taken in turn: a transaction-level advisory lock on its pid (key
+///             fleet_lock_key; one another reaper holds means skip it), then the activity
+///             snapshot is dropped (pg_stat_clear_snapshot) and that backend read again
+///             (pg_stat_get_activity(pid)): only if it is still 'idle' with the same
+///             state_change is it signalled, and counted when pg_terminate_backend returns
+///             true. pg_terminate_backend does not wait for the exit, so the statement is one
+///             quick round trip whatever reap_max is.
 ///   user      session_user: the login role, which pg_stat_activity shows and CONNECTION LIMIT
 ///             counts (current_user differs after SET ROLE).
+///
+/// What remains, and what it costs:
+///   A session that sends a statement in the microseconds between its re-read and the signal
+///   is terminated as that statement starts: its client gets an error (the connection was
+///   terminated), the statement and its transaction are not committed, nothing it did is
+///   silently lost. A session that sends nothing for reap_idle_after is never at risk of more.
+///   Two reapers can count one zombie twice: the lock keeps them off the same pid at the same
+///   moment, but it ends with the first reaper's statement while the signalled backend may
+///   take a few milliseconds more to exit, still 'idle' with the same state_change, so a
+///   second reaper's re-read can find it and signal it again. That reaper's reaped is then one
+///   too high and its counts one too low, for that sample only (the next one counts afresh).
 ///
 /// What reaping cannot see: session state outside a transaction, such as session-level
 /// advisory locks, LISTEN or temporary tables of an idle session of the same application. A
@@ -5637,7 +5986,8 @@ inline std::string one_line(const char* text) {
 /// long (reap_idle_after too short) loses them with the connection.
 ///
 /// A timeout or an I/O error leaves the connection mid-query (ok = false, usable = false: the
-/// pool closes it); an error the server reported is read to the end (usable = true).
+/// pool closes it); an error the server reported is read to the end (usable = true). Each error
+/// text ends by saying which.
 inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
                                   std::chrono::milliseconds timeout) noexcept {
     fleet_reading r;
@@ -5646,26 +5996,29 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
         PGconn* const c = conn(s);
         if (pq == nullptr || c == nullptr || pq->status(c) != CONNECTION_OK) {
             r.usable = false;
-            r.error = "the fleet sample was not sent: the connection is broken";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is broken");
             return r;
         }
         if (pq->is_busy(c) != 0 || pq->transaction_status(c) != PQTRANS_IDLE) {
             // The advisory locks and the setting would outlive the statement inside a
             // transaction; the pool samples only after its rollback, so this is a caller's bug.
-            r.error = "the fleet sample was not sent: the connection is inside a transaction "
-                      "or busy (sample only after the rollback at give-back)";
+            r.error = fleet_failure(r, "the fleet sample was not sent: the connection is inside "
+                                       "a transaction or busy (sample only after the rollback "
+                                       "at give-back)");
             return r;
         }
         const auto start = steady::now();
         const auto deadline = start + timeout;
-        const long long wait_ms =
-            std::max<long long>(1, timeout.count() / (2 * std::max(1u, req.reap_max)));
-        const std::string sql = fleet_sql(req, wait_ms, pq->server_version(c));
+        // Waiting for the terminated to exit takes a few milliseconds; one stuck (stopped,
+        // or on a swamped host) is waited for at most a quarter of the timeout, and 200 ms.
+        const long long exit_wait_rounds =
+            std::min<long long>(200, std::max<long long>(1, timeout.count() / 4));
+        const std::string sql = fleet_sql(req, exit_wait_rounds);
         const bool was_nonblocking = pq->is_nonblocking(c) != 0;
         if (!was_nonblocking && pq->set_nonblocking(c, 1) != 0) {
             r.usable = false;
-            r.error = "the fleet sample was not sent: libpq cannot make the connection "
-                      "non-blocking";
+            r.error = fleet_failure(r, "the fleet sample was not sent: libpq cannot make the "
+                                       "connection non-blocking");
             return r;
         }
         fleet_row row;
@@ -5697,58 +6050,62 @@ inline fleet_reading fleet_sample(soci::session& s, const fleet_request& req,
                 std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - start)
                     .count();
             if (steady::now() >= deadline) {
-                r.error = "the fleet sample got no answer within " +
-                          std::to_string(timeout.count()) +
-                          " ms (the server or the network is stalled); the connection is "
-                          "closed";
+                r.error = fleet_failure(r, "the fleet sample got no answer within " +
+                                               std::to_string(timeout.count()) +
+                                               " ms (the server or the network is stalled)");
             } else {
-                r.error = "the fleet sample failed after " + std::to_string(waited) +
-                          " ms: " + one_line(pq->error_message(c)) + "; the connection is closed";
+                r.error =
+                    fleet_failure(r, "the fleet sample failed after " + std::to_string(waited) +
+                                         " ms: " + one_line(pq->error_message(c)));
             }
             return r;
         }
         if (!was_nonblocking && pq->set_nonblocking(c, 0) != 0) {
             r.usable = false;
         }
-        if (!succeeded || row.value.size() < 10) {
-            r.error = "the fleet sample's query failed on the server: " +
-                      (server_error.empty() ? std::string("no row came back") : server_error);
+        if (!succeeded || row.value.size() < 12) {
+            r.error = fleet_failure(
+                r, "the fleet sample's query failed on the server: " +
+                       (server_error.empty() ? std::string("no row came back") : server_error));
+            return r;
+        }
+        if (!r.usable) {
+            // Answered, but libpq would not make the socket blocking again, as SOCI needs it.
+            r.error = fleet_failure(r, "the fleet sample was answered, but libpq cannot make the "
+                                       "connection blocking again");
             return r;
         }
         const auto count = [](long long n) {
             return static_cast<std::size_t>(std::max(0LL, n));
         };
-        r.reaped = static_cast<unsigned>(std::max(0LL, row.number(2)));
-        r.server_in_use = count(row.number(0) - r.reaped);
-        r.user_in_use = count(row.number(1) - r.reaped);
+        const long long reaped = std::max(0LL, row.number(2));
+        r.reaped = static_cast<unsigned>(reaped);
+        // Every zombie terminated was in the snapshot the counts come from, in each of them:
+        // a client backend of this user, connected to this database.
+        r.server_in_use = count(row.number(0) - reaped);
+        const long long role_in_use = std::max(0LL, row.number(1) - reaped);
+        const long long db_in_use = std::max(0LL, row.number(10) - reaped);
         if (req.reap && row.flag(3)) {
             r.reap_error = "not reaping: this session's application_name is empty, so its "
                            "zombies cannot be told from other applications' connections; set "
                            "soci_config::application_name (or application_name in the connect "
                            "string)";
         }
-        if (req.with_capacity) {
-            r.server_capacity =
-                count(row.number(4) - row.number(5) - row.number(6)); // NULL reserved: 0
-            long long limit = -1;
-            if (!row.flag(9)) {
-                limit = row.number(7, -1);
-                const long long database = row.number(8, -1);
-                if (database >= 0 && (limit < 0 || database < limit)) {
-                    limit = database;
-                }
-            }
-            // A limit of 0 lets no new connection in: none to free for the fleet either, so it
-            // is reported as no limit (0) rather than as a full one.
-            r.user_capacity = count(limit);
-        }
+        r.server_capacity =
+            count(row.number(4) - row.number(5) - row.number(6)); // NULL reserved: 0
+        const fleet_user_limit user =
+            row.flag(9)
+                ? fleet_user_limit{0, role_in_use}
+                : binding_user_limit(row.number(7, -1), role_in_use, row.number(8, -1), db_in_use);
+        r.user_capacity = count(user.capacity);
+        r.user_in_use = count(user.in_use);
         r.ok = true;
         return r;
     } catch (...) {
         // Out of memory, perhaps between reading results: the connection may be mid-query.
         r.ok = false;
         r.usable = false;
-        r.error = "the fleet sample failed: out of memory";
+        r.error = "the fleet sample failed: out of memory; the connection cannot be reused";
         return r;
     }
 }
@@ -6794,8 +7151,9 @@ struct soci_traits {
 
     /// options::fleet (warmpool/fleet.hpp): the server's connection counts and limits, and
     /// zombies of the same application reaped when asked, all within `timeout`. PostgreSQL: one
-    /// round trip (warmpool/soci/postgresql.hpp); MariaDB/MySQL: one, plus one KILL per zombie
-    /// and one lock release when reaping (warmpool/soci/mysql.hpp). Elsewhere ok = false: the
+    /// round trip (warmpool/soci/postgresql.hpp); MariaDB 10.3+: one; MySQL: one, plus one KILL
+    /// per zombie and one lock release when reaping (warmpool/soci/mysql.hpp). Counts leave out
+    /// the zombies the sample ended. Elsewhere ok = false: the
     /// pool refuses such a config first (fleet_unsupported). The error texts are the server's
     /// or the client library's words about the statement and the socket: no connect string,
     /// so no secret, is in them.
@@ -6823,6 +7181,7 @@ struct soci_traits {
             if (r.error.empty()) {
                 r.error = "the session's backend has no fleet sample";
             }
+            r.error += "; the connection can be reused";
         } catch (...) {
             // Out of memory: the reading says !ok without words.
         }
