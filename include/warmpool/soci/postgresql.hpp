@@ -606,21 +606,24 @@ inline std::string fleet_failure(fleet_reading& r, std::string what) {
 ///             snapshot is dropped (pg_stat_clear_snapshot) and that backend read again
 ///             (pg_stat_get_activity(pid)): only if it is still 'idle' with the same
 ///             state_change is it signalled, and counted when pg_terminate_backend returns
-///             true. pg_terminate_backend does not wait for the exit, so the statement is one
-///             quick round trip whatever reap_max is.
+///             true. pg_terminate_backend(pid) does not wait (the two-argument form polls every
+///             100 ms, one victim after the other); instead, once all are signalled, the
+///             statement polls every millisecond until every one has exited, for at most a
+///             quarter of the timeout and 200 ms. Victims exit in a few milliseconds, together,
+///             so the statement is one quick round trip whatever reap_max is, and its advisory
+///             locks last until its victims are gone: another reaper that read one of them as
+///             idle skips it, then no longer finds it. Exactly once, then, except for a victim
+///             that takes longer than that wait to exit (a stopped or starved process), which a
+///             second reaper can find still 'idle' and count again: its reaped is then one too
+///             high and its counts one too low, for that sample only.
 ///   user      session_user: the login role, which pg_stat_activity shows and CONNECTION LIMIT
 ///             counts (current_user differs after SET ROLE).
 ///
-/// What remains, and what it costs:
-///   A session that sends a statement in the microseconds between its re-read and the signal
-///   is terminated as that statement starts: its client gets an error (the connection was
-///   terminated), the statement and its transaction are not committed, nothing it did is
-///   silently lost. A session that sends nothing for reap_idle_after is never at risk of more.
-///   Two reapers can count one zombie twice: the lock keeps them off the same pid at the same
-///   moment, but it ends with the first reaper's statement while the signalled backend may
-///   take a few milliseconds more to exit, still 'idle' with the same state_change, so a
-///   second reaper's re-read can find it and signal it again. That reaper's reaped is then one
-///   too high and its counts one too low, for that sample only (the next one counts afresh).
+/// What remains: a session that sends a statement in the microseconds between its re-read and
+/// the signal is terminated as that statement starts. Its client gets an error (the
+/// connection was terminated), the statement and its transaction are not committed, nothing it
+/// did is silently lost. A session that sends nothing for reap_idle_after is at no other risk,
+/// and one that sent anything since the statement's snapshot is left alone.
 ///
 /// What reaping cannot see: session state outside a transaction, such as session-level
 /// advisory locks, LISTEN or temporary tables of an idle session of the same application. A
