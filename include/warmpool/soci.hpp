@@ -875,10 +875,10 @@ struct soci_traits {
     /// zombies of the same application reaped when asked, all within `timeout`. PostgreSQL: one
     /// round trip (warmpool/soci/postgresql.hpp); MariaDB 10.3+: one; MySQL: one, plus one KILL
     /// per zombie and one lock release when reaping (warmpool/soci/mysql.hpp). Counts leave out
-    /// the zombies the sample ended. Elsewhere ok = false: the
-    /// pool refuses such a config first (fleet_unsupported). The error texts are the server's
-    /// or the client library's words about the statement and the socket: no connect string,
-    /// so no secret, is in them.
+    /// the zombies the sample ended. Elsewhere ok = false: the pool refuses such a config first
+    /// (fleet_unsupported). The error texts are the server's or the client library's words
+    /// about the statement and the socket (no connect string, so no secret, is in them), and
+    /// end by saying whether the connection can be reused.
     static fleet_reading fleet_sample(soci::session& s, const soci_config& cfg,
                                       const fleet_request& req,
                                       std::chrono::milliseconds timeout) noexcept {
