@@ -72,8 +72,9 @@ struct fleet_options {
     /// The idle time that makes a connection a zombie. Longer than the time a live instance can
     /// sit frozen between invocations makes reaping end only the connections of reclaimed
     /// instances; shorter also ends frozen live instances' connections, which warmpool replaces
-    /// at their next use (a reconnect, no error) but other clients may not. Must be >= 1 s: the
-    /// servers count idle time in whole seconds (MariaDB) or can't tell a fresh one apart.
+    /// at their next use (a reconnect, no error) but other clients may not. Must be >= 1 s:
+    /// MySQL counts idle time in whole seconds, and a shorter floor would end connections
+    /// between two statements of one user.
     duration reap_idle_after{300'000};
 
     /// At most this many terminated per sample (1 to 1000): concurrent samplers pick from the
@@ -104,12 +105,16 @@ struct fleet_reading {
     /// Connections non-superusers may open on the server: max_connections minus reserved slots.
     /// 0 = unknown (not asked, or not readable).
     std::size_t server_capacity = 0;
-    /// The user's own limit (PostgreSQL: the role's CONNECTION LIMIT; MariaDB: max_user_connections
-    /// of the account or the server). 0 = no such limit.
+    /// The user's own limit. PostgreSQL refuses a connection when either the role's CONNECTION
+    /// LIMIT (counting the role's connections to every database) or the database's (counting
+    /// every role's connections to it) is reached: this is whichever of the two is fuller, with
+    /// user_in_use its own count; superusers have neither. MariaDB/MySQL: max_user_connections
+    /// of the account (or the server's). 0 = no such limit. May come with every reading, asked
+    /// or not: the pool then takes it.
     std::size_t user_capacity = 0;
     /// Client connections open on the server now.
     std::size_t server_in_use = 0;
-    /// Connections of the same user open now.
+    /// Connections counted against user_capacity (see there) open now.
     std::size_t user_in_use = 0;
 
     /// Zombies terminated by this sample (already ended, or racing with another reaper, do not

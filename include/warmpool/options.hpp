@@ -205,7 +205,7 @@ private:
             if (fleet.reap_idle_after < duration{1'000}) {
                 fail("fleet.reap_idle_after",
                      "is " + std::to_string(fleet.reap_idle_after.count()) +
-                         " ms; it must be >= 1000 ms (servers count idle time in whole seconds; "
+                         " ms; it must be >= 1000 ms (MySQL counts idle time in whole seconds; "
                          "choose it longer than an instance sits frozen between invocations)");
             }
             if (fleet.reap_max == 0 || fleet.reap_max > 1000) {

@@ -1224,7 +1224,10 @@ private:
             return;
         }
         stats_.fleet_reaped += r.reading.reaped;
-        if (r.with_capacity && r.reading.server_capacity > 0) {
+        // Limits come when asked (capacity_ttl), and whenever the traits send them anyway:
+        // which of the user's limits binds can change with the counts (PostgreSQL's role and
+        // database limits), so a reading's user limit goes with its own counts.
+        if (r.reading.server_capacity > 0) {
             fleet_server_capacity_ = r.reading.server_capacity;
             fleet_user_capacity_ = r.reading.user_capacity;
             fleet_capacity_read_ = now;

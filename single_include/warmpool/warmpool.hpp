@@ -268,8 +268,9 @@ struct fleet_options {
     /// The idle time that makes a connection a zombie. Longer than the time a live instance can
     /// sit frozen between invocations makes reaping end only the connections of reclaimed
     /// instances; shorter also ends frozen live instances' connections, which warmpool replaces
-    /// at their next use (a reconnect, no error) but other clients may not. Must be >= 1 s: the
-    /// servers count idle time in whole seconds (MariaDB) or can't tell a fresh one apart.
+    /// at their next use (a reconnect, no error) but other clients may not. Must be >= 1 s:
+    /// MySQL counts idle time in whole seconds, and a shorter floor would end connections
+    /// between two statements of one user.
     duration reap_idle_after{300'000};
 
     /// At most this many terminated per sample (1 to 1000): concurrent samplers pick from the
@@ -300,12 +301,16 @@ struct fleet_reading {
     /// Connections non-superusers may open on the server: max_connections minus reserved slots.
     /// 0 = unknown (not asked, or not readable).
     std::size_t server_capacity = 0;
-    /// The user's own limit (PostgreSQL: the role's CONNECTION LIMIT; MariaDB: max_user_connections
-    /// of the account or the server). 0 = no such limit.
+    /// The user's own limit. PostgreSQL refuses a connection when either the role's CONNECTION
+    /// LIMIT (counting the role's connections to every database) or the database's (counting
+    /// every role's connections to it) is reached: this is whichever of the two is fuller, with
+    /// user_in_use its own count; superusers have neither. MariaDB/MySQL: max_user_connections
+    /// of the account (or the server's). 0 = no such limit. May come with every reading, asked
+    /// or not: the pool then takes it.
     std::size_t user_capacity = 0;
     /// Client connections open on the server now.
     std::size_t server_in_use = 0;
-    /// Connections of the same user open now.
+    /// Connections counted against user_capacity (see there) open now.
     std::size_t user_in_use = 0;
 
     /// Zombies terminated by this sample (already ended, or racing with another reaper, do not
@@ -522,7 +527,7 @@ private:
             if (fleet.reap_idle_after < duration{1'000}) {
                 fail("fleet.reap_idle_after",
                      "is " + std::to_string(fleet.reap_idle_after.count()) +
-                         " ms; it must be >= 1000 ms (servers count idle time in whole seconds; "
+                         " ms; it must be >= 1000 ms (MySQL counts idle time in whole seconds; "
                          "choose it longer than an instance sits frozen between invocations)");
             }
             if (fleet.reap_max == 0 || fleet.reap_max > 1000) {
@@ -2314,7 +2319,10 @@ private:
             return;
         }
         stats_.fleet_reaped += r.reading.reaped;
-        if (r.with_capacity && r.reading.server_capacity > 0) {
+        // Limits come when asked (capacity_ttl), and whenever the traits send them anyway:
+        // which of the user's limits binds can change with the counts (PostgreSQL's role and
+        // database limits), so a reading's user limit goes with its own counts.
+        if (r.reading.server_capacity > 0) {
             fleet_server_capacity_ = r.reading.server_capacity;
             fleet_user_capacity_ = r.reading.user_capacity;
             fleet_capacity_read_ = now;
@@ -5964,21 +5972,24 @@ inline std::string fleet_failure(fleet_reading& r, std::string what) {
 ///             snapshot is dropped (pg_stat_clear_snapshot) and that backend read again
 ///             (pg_stat_get_activity(pid)): only if it is still 'idle' with the same
 ///             state_change is it signalled, and counted when pg_terminate_backend returns
-///             true. pg_terminate_backend does not wait for the exit, so the statement is one
-///             quick round trip whatever reap_max is.
+///             true. pg_terminate_backend(pid) does not wait (the two-argument form polls every
+///             100 ms, one victim after the other); instead, once all are signalled, the
+///             statement polls every millisecond until every one has exited, for at most a
+///             quarter of the timeout and 200 ms. Victims exit in a few milliseconds, together,
+///             so the statement is one quick round trip whatever reap_max is, and its advisory
+///             locks last until its victims are gone: another reaper that read one of them as
+///             idle skips it, then no longer finds it. Exactly once, then, except for a victim
+///             that takes longer than that wait to exit (a stopped or starved process), which a
+///             second reaper can find still 'idle' and count again: its reaped is then one too
+///             high and its counts one too low, for that sample only.
 ///   user      session_user: the login role, which pg_stat_activity shows and CONNECTION LIMIT
 ///             counts (current_user differs after SET ROLE).
 ///
-/// What remains, and what it costs:
-///   A session that sends a statement in the microseconds between its re-read and the signal
-///   is terminated as that statement starts: its client gets an error (the connection was
-///   terminated), the statement and its transaction are not committed, nothing it did is
-///   silently lost. A session that sends nothing for reap_idle_after is never at risk of more.
-///   Two reapers can count one zombie twice: the lock keeps them off the same pid at the same
-///   moment, but it ends with the first reaper's statement while the signalled backend may
-///   take a few milliseconds more to exit, still 'idle' with the same state_change, so a
-///   second reaper's re-read can find it and signal it again. That reaper's reaped is then one
-///   too high and its counts one too low, for that sample only (the next one counts afresh).
+/// What remains: a session that sends a statement in the microseconds between its re-read and
+/// the signal is terminated as that statement starts. Its client gets an error (the
+/// connection was terminated), the statement and its transaction are not committed, nothing it
+/// did is silently lost. A session that sends nothing for reap_idle_after is at no other risk,
+/// and one that sent anything since the statement's snapshot is left alone.
 ///
 /// What reaping cannot see: session state outside a transaction, such as session-level
 /// advisory locks, LISTEN or temporary tables of an idle session of the same application. A
@@ -7153,10 +7164,10 @@ struct soci_traits {
     /// zombies of the same application reaped when asked, all within `timeout`. PostgreSQL: one
     /// round trip (warmpool/soci/postgresql.hpp); MariaDB 10.3+: one; MySQL: one, plus one KILL
     /// per zombie and one lock release when reaping (warmpool/soci/mysql.hpp). Counts leave out
-    /// the zombies the sample ended. Elsewhere ok = false: the
-    /// pool refuses such a config first (fleet_unsupported). The error texts are the server's
-    /// or the client library's words about the statement and the socket: no connect string,
-    /// so no secret, is in them.
+    /// the zombies the sample ended. Elsewhere ok = false: the pool refuses such a config first
+    /// (fleet_unsupported). The error texts are the server's or the client library's words
+    /// about the statement and the socket (no connect string, so no secret, is in them), and
+    /// end by saying whether the connection can be reused.
     static fleet_reading fleet_sample(soci::session& s, const soci_config& cfg,
                                       const fleet_request& req,
                                       std::chrono::milliseconds timeout) noexcept {
