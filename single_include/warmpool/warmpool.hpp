@@ -2138,7 +2138,6 @@ private:
     // A fleet sample taken at give-back (options::fleet), and what settle_locked made of it.
     struct fleet_result {
         fleet_reading reading;
-        bool with_capacity = false;
         std::chrono::microseconds took{0};
         std::size_t capacity = 0; // the binding limit (0: unknown, no decision)
         std::size_t in_use = 0;   // against it, zombies just ended excluded
@@ -2275,7 +2274,6 @@ private:
                 }
             }
             fleet_result r;
-            r.with_capacity = req.with_capacity;
             const time_point start = Clock::now();
             r.reading = Traits::fleet_sample(c, config_, req, opts_.validation_timeout);
             r.took = micros(Clock::now() - start);
